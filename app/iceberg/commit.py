@@ -1,0 +1,289 @@
+"""Committing every manifest of a distributed snapshot as ONE new snapshot on main, exactly once.
+
+Each attempt reloads the table, looks for the reserved snapshot among main's ancestors (a retry
+after a crash or a lost response returns the id it finds), re-parents onto main's head, rebuilds
+the manifests from their descriptions (pyiceberg's manifest-list writer mutates what it is given),
+writes a manifest list and calls ``commit_table`` with ``AssertTableUUID`` and
+``AssertRefSnapshotId(main == parent)``. A conflict retries with backoff under the table's
+``commit.retry.*`` properties; an unknown outcome deletes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
+from pyiceberg.manifest import UNASSIGNED_SEQ, ManifestFile, write_manifest_list
+from pyiceberg.table import Table
+from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
+from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.table.update import (
+    AddSnapshotUpdate,
+    AssertRefSnapshotId,
+    AssertTableUUID,
+    SetSnapshotRefUpdate,
+)
+
+from app.errors import CommitConflict, CommitStateUnknown, FailedPrecondition, InvalidArgument
+from app.iceberg.descriptor import ManifestDescriptor
+from app.iceberg.merge import MergePolicy, merge_manifests
+from app.iceberg.snapshot import DistributedSnapshot, check_writable
+from app.iceberg.summary import COMMIT_UUID_KEY, JOB_ID_KEY, build_summary, check_extra_properties
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    num_retries: int
+    min_wait_ms: int
+    max_wait_ms: int
+    total_timeout_ms: int
+
+    @classmethod
+    def from_properties(cls, props: Mapping[str, str]) -> RetryPolicy:
+        def _int(key: str, default: int, minimum: int) -> int:
+            raw = props.get(key)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise InvalidArgument(f"table property {key}={raw!r} is not an integer") from None
+            if value < minimum:
+                raise InvalidArgument(f"table property {key}={value} must be at least {minimum}")
+            return value
+
+        return cls(
+            num_retries=_int("commit.retry.num-retries", 4, 0),
+            min_wait_ms=_int("commit.retry.min-wait-ms", 100, 0),
+            max_wait_ms=_int("commit.retry.max-wait-ms", 60_000, 0),
+            total_timeout_ms=_int("commit.retry.total-timeout-ms", 1_800_000, 0),
+        )
+
+    def wait_seconds(self, attempt: int) -> float:
+        base = min(self.max_wait_ms, self.min_wait_ms * (2**attempt))
+        return (base * (0.5 + random.random() / 2)) / 1000.0
+
+
+def find_committed(table: Table, snapshot: DistributedSnapshot, job_id: str | None = None) -> Snapshot | None:
+    """The snapshot that committed this reservation, if it is among main's ancestors."""
+    metadata = table.metadata
+    current = metadata.current_snapshot()
+    seen: set[int] = set()
+    while current is not None and current.snapshot_id not in seen:
+        seen.add(current.snapshot_id)
+        summary = current.summary
+        if current.snapshot_id == snapshot.snapshot_id:
+            return current
+        if summary is not None and summary.get(COMMIT_UUID_KEY) == snapshot.commit_uuid:
+            return current
+        if job_id and summary is not None and summary.get(JOB_ID_KEY) == job_id:
+            return current
+        if current.parent_snapshot_id is None:
+            break
+        current = metadata.snapshot_by_id(current.parent_snapshot_id)
+    return None
+
+
+def _validate(snapshot: DistributedSnapshot, manifests: list[ManifestDescriptor]) -> None:
+    if not manifests:
+        raise InvalidArgument("nothing to commit: no manifests were given")
+    paths: set[str] = set()
+    for m in manifests:
+        if m.snapshot_id != snapshot.snapshot_id or m.commit_uuid != snapshot.commit_uuid:
+            raise InvalidArgument(
+                f"manifest {m.manifest_path} of task {m.task_id!r} belongs to snapshot {m.snapshot_id} "
+                f"(commit {m.commit_uuid}), not to {snapshot.snapshot_id} (commit {snapshot.commit_uuid})"
+            )
+        if m.manifest_path in paths:
+            raise InvalidArgument(f"manifest {m.manifest_path} is listed twice")
+        paths.add(m.manifest_path)
+
+
+def _fresh_manifests(
+    snapshot: DistributedSnapshot, manifests: list[ManifestDescriptor]
+) -> list[ManifestFile]:
+    files = [m.to_manifest_file() for m in manifests]
+    for f in files:
+        # The v1 list writer checks nothing and the v2 one only unassigned ones: check here.
+        if f.added_snapshot_id != snapshot.snapshot_id or f.sequence_number != UNASSIGNED_SEQ:
+            raise InvalidArgument(f"manifest {f.manifest_path} is not an unstamped manifest of this snapshot")
+    return files
+
+
+def commit_distributed_snapshot(
+    table: Table,
+    snapshot: DistributedSnapshot,
+    manifests: list[ManifestDescriptor],
+    summary: Mapping[str, str] | None = None,
+) -> int:
+    """Commit every manifest as one new snapshot on main; return the committed snapshot id.
+
+    Idempotent: when the reservation is already among main's ancestors its id is returned and
+    nothing new is written.
+    """
+    extra = dict(summary or {})
+    check_extra_properties(extra)
+    extra[COMMIT_UUID_KEY] = snapshot.commit_uuid
+    _validate(snapshot, manifests)
+    job_id = extra.get(JOB_ID_KEY)
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        table = _reload(table)
+        if str(table.metadata.table_uuid) != snapshot.table_uuid:
+            raise FailedPrecondition(
+                f"table {'.'.join(table.name())} was replaced since the snapshot was reserved "
+                f"(uuid {table.metadata.table_uuid}, reserved against {snapshot.table_uuid})"
+            )
+        if (done := find_committed(table, snapshot, job_id)) is not None:
+            _delete_unreferenced(table, done, manifests)
+            return done.snapshot_id
+        if table.metadata.snapshot_by_id(snapshot.snapshot_id) is not None:
+            raise FailedPrecondition(
+                f"snapshot id {snapshot.snapshot_id} exists in the table but is not on main; refusing to reuse it"
+            )
+        check_writable(table)
+        retry = RetryPolicy.from_properties(table.metadata.properties)
+        try:
+            committed = _attempt(table, snapshot, manifests, extra, attempt)
+        except CommitFailedException as exc:
+            elapsed_ms = (time.monotonic() - started) * 1000
+            if attempt >= retry.num_retries or elapsed_ms >= retry.total_timeout_ms:
+                raise CommitConflict(
+                    f"commit of snapshot {snapshot.snapshot_id} kept conflicting with other writers after "
+                    f"{attempt + 1} attempts: {exc}"
+                ) from exc
+            log.info("commit conflict on attempt %d, rebasing: %s", attempt + 1, exc)
+            time.sleep(retry.wait_seconds(attempt))
+            attempt += 1
+            continue
+        except (CommitStateUnknownException, OSError, ConnectionError) as exc:
+            return _resolve_unknown(table, snapshot, manifests, job_id, exc)
+        return committed
+
+
+def _reload(table: Table) -> Table:
+    return table.catalog.load_table(table.name())
+
+
+def _resolve_unknown(
+    table: Table,
+    snapshot: DistributedSnapshot,
+    manifests: list[ManifestDescriptor],
+    job_id: str | None,
+    exc: BaseException,
+) -> int:
+    try:
+        table = _reload(table)
+    except Exception as reload_exc:  # noqa: BLE001 - the outcome stays unknown either way
+        raise CommitStateUnknown(
+            f"commit of snapshot {snapshot.snapshot_id} has an unknown outcome ({exc}); the table could not "
+            f"be reloaded to check ({reload_exc}); nothing was deleted"
+        ) from exc
+    if (done := find_committed(table, snapshot, job_id)) is not None:
+        _delete_unreferenced(table, done, manifests)
+        return done.snapshot_id
+    raise CommitStateUnknown(
+        f"commit of snapshot {snapshot.snapshot_id} has an unknown outcome ({exc}) and it is not on main yet; "
+        "nothing was deleted; retry the commit"
+    ) from exc
+
+
+def _attempt(
+    table: Table,
+    snapshot: DistributedSnapshot,
+    manifests: list[ManifestDescriptor],
+    extra: Mapping[str, str],
+    attempt: int,
+) -> int:
+    metadata = table.metadata
+    io = table.io
+    parent = metadata.current_snapshot()
+    parent_id = parent.snapshot_id if parent is not None else None
+    sequence_number = metadata.next_sequence_number()
+    existing = list(parent.manifests(io)) if parent is not None else []
+    policy = MergePolicy.from_properties(metadata.properties)
+    merged = merge_manifests(
+        table,
+        io,
+        snapshot.snapshot_id,
+        _fresh_manifests(snapshot, manifests),
+        existing,
+        policy,
+        name_prefix=f"{snapshot.commit_uuid}-merged-a{attempt}",
+    )
+    list_path = table.location_provider().new_metadata_location(
+        f"snap-{snapshot.snapshot_id}-{attempt}-{snapshot.commit_uuid}.avro"
+    )
+    with write_manifest_list(
+        format_version=metadata.format_version,  # type: ignore[arg-type]
+        output_file=io.new_output(list_path),
+        snapshot_id=snapshot.snapshot_id,
+        parent_snapshot_id=parent_id,
+        sequence_number=sequence_number,
+        avro_compression=metadata.properties.get("write.avro.compression-codec", "gzip"),  # type: ignore[arg-type]
+    ) as writer:
+        writer.add_manifests(merged.manifests)
+    new_snapshot = Snapshot(
+        snapshot_id=snapshot.snapshot_id,
+        parent_snapshot_id=parent_id,
+        manifest_list=list_path,
+        sequence_number=sequence_number,
+        summary=build_summary(manifests, parent, metadata.properties, extra),
+        schema_id=metadata.current_schema_id,
+    )
+    try:
+        table.catalog.commit_table(
+            table,
+            requirements=(
+                AssertTableUUID(uuid=metadata.table_uuid),
+                AssertRefSnapshotId(snapshot_id=parent_id, ref=MAIN_BRANCH),
+            ),
+            updates=(
+                AddSnapshotUpdate(snapshot=new_snapshot),
+                SetSnapshotRefUpdate(
+                    snapshot_id=snapshot.snapshot_id,
+                    parent_snapshot_id=parent_id,
+                    ref_name=MAIN_BRANCH,
+                    type=SnapshotRefType.BRANCH,
+                    max_ref_age_ms=None,
+                    max_snapshot_age_ms=None,
+                    min_snapshots_to_keep=None,
+                ),
+            ),
+        )
+    except CommitFailedException:
+        # The catalog refused this attempt: its manifest list and merged manifests are ours alone.
+        _delete_quietly(io, [list_path, *merged.written])
+        raise
+    merged_away = {m.manifest_path for m in manifests} - {m.manifest_path for m in merged.manifests}
+    _delete_quietly(io, sorted(merged_away))
+    return snapshot.snapshot_id
+
+
+def _delete_unreferenced(table: Table, committed: Snapshot, manifests: list[ManifestDescriptor]) -> None:
+    """After a commit found on main, delete worker manifests its manifest list does not reference."""
+    try:
+        referenced = {m.manifest_path for m in committed.manifests(table.io)}
+    except Exception:  # noqa: BLE001 - cleanup is best effort; an unreadable list means keep everything
+        log.warning(
+            "cannot read manifest list of snapshot %s; keeping worker manifests", committed.snapshot_id
+        )
+        return
+    _delete_quietly(table.io, sorted({m.manifest_path for m in manifests} - referenced))
+
+
+def _delete_quietly(io: object, paths: list[str]) -> None:
+    for path in paths:
+        try:
+            io.delete(path)  # type: ignore[attr-defined]
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not delete %s: %s", path, exc)

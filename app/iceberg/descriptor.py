@@ -1,0 +1,155 @@
+"""The JSON-serialisable description of one task's manifest: everything the commit needs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pyiceberg.manifest import UNASSIGNED_SEQ, ManifestContent, ManifestFile, PartitionFieldSummary
+
+from app.errors import InvalidArgument
+
+
+def _b64(value: bytes | None) -> str | None:
+    return base64.b64encode(value).decode("ascii") if value is not None else None
+
+
+def _unb64(value: str | None) -> bytes | None:
+    return base64.b64decode(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class PartitionMetrics:
+    """Added files, records and bytes in one partition (keyed by its path, '' when unpartitioned)."""
+
+    files: int
+    records: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ManifestDescriptor:
+    task_id: str
+    snapshot_id: int
+    commit_uuid: str
+    manifest_path: str
+    manifest_length: int
+    partition_spec_id: int
+    added_files_count: int
+    added_rows_count: int
+    added_bytes: int
+    partitions: list[dict[str, Any]]
+    data_files: list[str]
+    partition_metrics: dict[str, PartitionMetrics] = field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(
+        cls,
+        task_id: str,
+        commit_uuid: str,
+        manifest: ManifestFile,
+        data_files: list[str],
+        added_bytes: int,
+        partition_metrics: dict[str, PartitionMetrics],
+    ) -> ManifestDescriptor:
+        assert manifest.added_snapshot_id is not None
+        return cls(
+            task_id=task_id,
+            snapshot_id=manifest.added_snapshot_id,
+            commit_uuid=commit_uuid,
+            manifest_path=manifest.manifest_path,
+            manifest_length=manifest.manifest_length,
+            partition_spec_id=manifest.partition_spec_id,
+            added_files_count=manifest.added_files_count or 0,
+            added_rows_count=manifest.added_rows_count or 0,
+            added_bytes=added_bytes,
+            partitions=[
+                {
+                    "contains_null": p.contains_null,
+                    "contains_nan": p.contains_nan,
+                    "lower_bound": _b64(p.lower_bound),
+                    "upper_bound": _b64(p.upper_bound),
+                }
+                for p in manifest.partitions or []
+            ],
+            data_files=list(data_files),
+            partition_metrics=dict(partition_metrics),
+        )
+
+    def to_manifest_file(self) -> ManifestFile:
+        """A fresh ManifestFile: pyiceberg's manifest-list writer mutates the one it is given."""
+        return ManifestFile.from_args(
+            manifest_path=self.manifest_path,
+            manifest_length=self.manifest_length,
+            partition_spec_id=self.partition_spec_id,
+            content=ManifestContent.DATA,
+            sequence_number=UNASSIGNED_SEQ,
+            min_sequence_number=UNASSIGNED_SEQ,
+            added_snapshot_id=self.snapshot_id,
+            added_files_count=self.added_files_count,
+            existing_files_count=0,
+            deleted_files_count=0,
+            added_rows_count=self.added_rows_count,
+            existing_rows_count=0,
+            deleted_rows_count=0,
+            partitions=[
+                PartitionFieldSummary.from_args(
+                    contains_null=p["contains_null"],
+                    contains_nan=p["contains_nan"],
+                    lower_bound=_unb64(p["lower_bound"]),
+                    upper_bound=_unb64(p["upper_bound"]),
+                )
+                for p in self.partitions
+            ],
+            key_metadata=None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ManifestDescriptor:
+        try:
+            metrics = {
+                str(k): PartitionMetrics(int(v["files"]), int(v["records"]), int(v["bytes"]))
+                for k, v in (data.get("partition_metrics") or {}).items()
+            }
+            return cls(
+                task_id=str(data["task_id"]),
+                snapshot_id=int(data["snapshot_id"]),
+                commit_uuid=str(data["commit_uuid"]),
+                manifest_path=str(data["manifest_path"]),
+                manifest_length=int(data["manifest_length"]),
+                partition_spec_id=int(data["partition_spec_id"]),
+                added_files_count=int(data["added_files_count"]),
+                added_rows_count=int(data["added_rows_count"]),
+                added_bytes=int(data["added_bytes"]),
+                partitions=[
+                    {
+                        "contains_null": bool(p["contains_null"]),
+                        "contains_nan": None if p.get("contains_nan") is None else bool(p["contains_nan"]),
+                        "lower_bound": p.get("lower_bound"),
+                        "upper_bound": p.get("upper_bound"),
+                    }
+                    for p in data["partitions"]
+                ],
+                data_files=[str(p) for p in data["data_files"]],
+                partition_metrics=metrics,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidArgument(f"not a valid manifest description: missing or wrong field {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> ManifestDescriptor:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"not a valid manifest description: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidArgument("not a valid manifest description: expected a JSON object")
+        return cls.from_dict(data)

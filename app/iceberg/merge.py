@@ -1,0 +1,126 @@
+"""Merging small manifests at commit time, when the table asks for it.
+
+Follows Iceberg's MergeAppend (and pyiceberg's _ManifestMergeManager): manifests of one partition
+spec are bin-packed to ``commit.manifest.target-size-bytes``; the bin holding the job's first new
+manifest is merged only when it has at least ``commit.manifest.min-count-to-merge`` manifests. Entries
+of this snapshot stay ADDED with an unassigned sequence number (inherited at commit); entries of
+older snapshots become EXISTING and keep their own sequence numbers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pyiceberg.io import FileIO
+from pyiceberg.manifest import ManifestContent, ManifestEntryStatus, ManifestFile, write_manifest
+from pyiceberg.table import Table
+from pyiceberg.utils.bin_packing import ListPacker
+
+from app.errors import InvalidArgument
+
+MERGE_ENABLED = "commit.manifest-merge.enabled"
+MIN_COUNT_TO_MERGE = "commit.manifest.min-count-to-merge"
+TARGET_SIZE_BYTES = "commit.manifest.target-size-bytes"
+
+
+@dataclass(frozen=True)
+class MergePolicy:
+    enabled: bool
+    min_count: int
+    target_size_bytes: int
+
+    @classmethod
+    def from_properties(cls, props: Mapping[str, str]) -> MergePolicy:
+        enabled_raw = props.get(MERGE_ENABLED, "false").strip().lower()
+        if enabled_raw not in ("true", "false"):
+            raise InvalidArgument(
+                f"table property {MERGE_ENABLED}={props[MERGE_ENABLED]!r} is not true or false"
+            )
+
+        def _int(key: str, default: int) -> int:
+            raw = props.get(key)
+            if raw is None:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise InvalidArgument(f"table property {key}={raw!r} is not an integer") from None
+            if value < 1:
+                raise InvalidArgument(f"table property {key}={value} must be positive")
+            return value
+
+        return cls(
+            enabled=enabled_raw == "true",
+            min_count=_int(MIN_COUNT_TO_MERGE, 100),
+            target_size_bytes=_int(TARGET_SIZE_BYTES, 8 * 1024 * 1024),
+        )
+
+
+@dataclass
+class MergeResult:
+    manifests: list[ManifestFile]
+    written: list[str] = field(default_factory=list)
+
+
+def merge_manifests(
+    table: Table,
+    io: FileIO,
+    snapshot_id: int,
+    new: list[ManifestFile],
+    existing: list[ManifestFile],
+    policy: MergePolicy,
+    name_prefix: str,
+) -> MergeResult:
+    """Return the manifests for the new manifest list, merging bins as the policy says."""
+    all_manifests = new + existing
+    if not policy.enabled or not new:
+        return MergeResult(all_manifests)
+    data = [m for m in all_manifests if m.content == ManifestContent.DATA]
+    deletes = [m for m in all_manifests if m.content != ManifestContent.DATA]
+    first = new[0]
+    groups: dict[int, list[ManifestFile]] = defaultdict(list)
+    for manifest in data:
+        groups[manifest.partition_spec_id].append(manifest)
+    result = MergeResult([])
+    for spec_id in reversed(list(groups)):
+        packer: ListPacker[ManifestFile] = ListPacker(
+            target_weight=policy.target_size_bytes, lookback=1, largest_bin_first=False
+        )
+        for manifest_bin in packer.pack_end(groups[spec_id], lambda m: m.manifest_length):
+            if len(manifest_bin) == 1 or (first in manifest_bin and len(manifest_bin) < policy.min_count):
+                result.manifests.extend(manifest_bin)
+                continue
+            path = table.location_provider().new_metadata_location(
+                f"{name_prefix}-{len(result.written)}.avro"
+            )
+            result.manifests.append(_write_merged(table, io, snapshot_id, spec_id, manifest_bin, path))
+            result.written.append(path)
+    result.manifests.extend(deletes)
+    return result
+
+
+def _write_merged(
+    table: Table, io: FileIO, snapshot_id: int, spec_id: int, manifests: list[ManifestFile], path: str
+) -> ManifestFile:
+    metadata = table.metadata
+    writer = write_manifest(
+        format_version=metadata.format_version,  # type: ignore[arg-type]
+        spec=metadata.specs()[spec_id],
+        schema=metadata.schema(),
+        output_file=io.new_output(path),
+        snapshot_id=snapshot_id,
+        avro_compression=metadata.properties.get("write.avro.compression-codec", "gzip"),  # type: ignore[arg-type]
+    )
+    with writer:
+        for manifest in manifests:
+            for entry in manifest.fetch_manifest_entry(io, discard_deleted=False):
+                if entry.status == ManifestEntryStatus.DELETED:
+                    if entry.snapshot_id == snapshot_id:
+                        writer.delete(entry)
+                elif entry.status == ManifestEntryStatus.ADDED and entry.snapshot_id == snapshot_id:
+                    writer.add(entry)
+                else:
+                    writer.existing(entry)
+    return writer.to_manifest_file()

@@ -1,0 +1,140 @@
+"""One typed settings object, built once per process from the environment.
+
+The catalog reuses pyiceberg's own configuration (``.pyiceberg.yaml`` and
+``PYICEBERG_CATALOG__<NAME>__<KEY>``); the seed's ``ICEBERG_CATALOG_NAME``,
+``ICEBERG_CATALOG_TYPE``, ``ICEBERG_CATALOG_URI`` and ``ICEBERG_WAREHOUSE`` are mapped onto
+it. With nothing configured, the embedded default is a SQL catalog on SQLite and a
+``file://`` warehouse under ``$FLOE_HOME`` (default ``./.floe``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.errors import ConfigError
+
+CATALOG_TYPES = ("rest", "sql", "hive", "glue", "dynamodb", "in-memory", "bigquery")
+DEFAULT_CATALOG_NAME = "default"
+
+
+def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _address_env(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name) or default
+    host, sep, port = raw.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name}={raw!r} is not an address of the form [host]:port")
+    return f"{host or '[::]'}:{port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    catalog_name: str
+    catalog_properties: dict[str, str]
+    redis_url: str | None
+    coordinator_address: str
+    worker_id: str | None
+    worker_data_base: Path | None
+    worker_address: str
+    job_retention_seconds: int
+    visibility_timeout_seconds: int
+    watchdog_interval_seconds: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home = Path(env.get("FLOE_HOME") or ".floe").absolute()
+        name = env.get("ICEBERG_CATALOG_NAME") or DEFAULT_CATALOG_NAME
+        props = _catalog_properties(env, name, home)
+        data_base = env.get("WORKER_DATA_BASE")
+        worker_id = env.get("WORKER_ID") or None
+        if worker_id is not None and not _is_queue_safe(worker_id):
+            raise ConfigError(
+                f"WORKER_ID={worker_id!r} may hold only letters, digits, '-', '_' and '.' (it names a queue)"
+            )
+        return cls(
+            home=home,
+            catalog_name=name,
+            catalog_properties=props,
+            redis_url=env.get("REDIS_URL") or None,
+            coordinator_address=_address_env(env, "COORDINATOR_ADDRESS", ":50051"),
+            worker_id=worker_id,
+            worker_data_base=Path(data_base).absolute() if data_base else None,
+            worker_address=_address_env(env, "WORKER_ADDRESS", ":50052"),
+            job_retention_seconds=_int_env(env, "FLOE_JOB_RETENTION_SECONDS", 7 * 24 * 3600),
+            visibility_timeout_seconds=_int_env(env, "FLOE_VISIBILITY_TIMEOUT_SECONDS", 3600),
+            watchdog_interval_seconds=_int_env(env, "FLOE_WATCHDOG_INTERVAL_SECONDS", 5),
+        )
+
+
+def _is_queue_safe(value: str) -> bool:
+    return bool(value) and len(value) <= 128 and all(c.isalnum() or c in "-_." for c in value)
+
+
+def _catalog_properties(env: Mapping[str, str], name: str, home: Path) -> dict[str, str]:
+    """The properties handed to ``pyiceberg.catalog.load_catalog(name, **props)``.
+
+    pyiceberg merges them over its own configuration for ``name``; when neither the seed
+    variables nor pyiceberg's configuration describe the catalog, the embedded default is used.
+    """
+    from pyiceberg.utils.config import Config
+
+    props: dict[str, str] = {}
+    ctype = env.get("ICEBERG_CATALOG_TYPE")
+    if ctype:
+        if ctype.lower() not in CATALOG_TYPES:
+            raise ConfigError(
+                f"ICEBERG_CATALOG_TYPE={ctype!r} is not a catalog type pyiceberg knows "
+                f"(one of {', '.join(CATALOG_TYPES)})"
+            )
+        props["type"] = ctype.lower()
+    if uri := env.get("ICEBERG_CATALOG_URI"):
+        props["uri"] = uri
+    if warehouse := env.get("ICEBERG_WAREHOUSE"):
+        props["warehouse"] = warehouse
+    configured = Config().get_catalog_config(name)
+    if not props and not configured:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "warehouse").mkdir(exist_ok=True)
+        props = {
+            "type": "sql",
+            "uri": f"sqlite:///{home / 'catalog.db'}",
+            "warehouse": (home / "warehouse").as_uri(),
+        }
+    elif props.get("type") == "sql" and "uri" not in props and not (configured or {}).get("uri"):
+        raise ConfigError("ICEBERG_CATALOG_TYPE=sql needs ICEBERG_CATALOG_URI (an SQLAlchemy URL)")
+    return props
+
+
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    global _settings
+    if _settings is None:
+        _settings = Settings.from_env()
+    return _settings
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and `floe` subcommands that change the environment)."""
+    global _settings
+    _settings = None

@@ -1,0 +1,135 @@
+"""One ingest task: convert a host's source files into data files plus ONE manifest for the reservation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyiceberg.manifest import ManifestEntry, ManifestEntryStatus, write_manifest
+from pyiceberg.table import Table
+
+from app.errors import FailedPrecondition, SourceError
+from app.iceberg import DistributedSnapshot, ManifestDescriptor, check_writable
+from app.iceberg.descriptor import PartitionMetrics
+from workers.datafiles import DataFileWriter, new_write_prefix
+from workers.sources import read_source, source_format
+
+__all__ = ["ManifestDescriptor", "expand_sources", "write_task_manifest"]
+
+log = logging.getLogger(__name__)
+
+
+def expand_sources(paths: Sequence[Path]) -> list[Path]:
+    """Files named directly, plus every supported file below named directories (sorted)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            for p in found:
+                try:
+                    source_format(p)
+                except SourceError:
+                    continue
+                files.append(p)
+        else:
+            files.append(path)
+    return files
+
+
+def write_task_manifest(
+    snapshot: DistributedSnapshot, table: Table, paths: Sequence[Path | str], task_id: str
+) -> ManifestDescriptor | None:
+    """Convert ``paths`` into data files and one manifest tagged with the reserved snapshot id.
+
+    Returns ``None`` when the sources hold no rows. On any error every file written is deleted.
+    """
+    check_writable(table)
+    metadata = table.metadata
+    if str(metadata.table_uuid) != snapshot.table_uuid:
+        raise FailedPrecondition(
+            f"table {'.'.join(table.name())} is not the table the snapshot was reserved on "
+            f"(uuid {metadata.table_uuid} != {snapshot.table_uuid})"
+        )
+    schema = metadata.schema_by_id(snapshot.schema_id) or metadata.schema()
+    spec = metadata.specs().get(snapshot.spec_id)
+    if spec is None:
+        raise FailedPrecondition(f"partition spec {snapshot.spec_id} no longer exists in the table")
+    sources = expand_sources([Path(p) for p in paths])
+    for source in sources:
+        source_format(source)  # refuse unsupported formats before writing anything
+    writer = DataFileWriter(
+        table.io,
+        schema,
+        spec,
+        dict(metadata.properties),
+        table.location_provider(),
+        new_write_prefix(task_id),
+    )
+    written: list[str] = []
+    try:
+        for source in sources:
+            for batch in read_source(source, schema, batch_bytes=writer.read_block_bytes):
+                writer.write(batch)
+        data_files = writer.close()
+        written = [d.file_path for d in data_files]
+        if not data_files:
+            return None
+        manifest_path = table.location_provider().new_metadata_location(
+            f"{snapshot.commit_uuid}-{new_write_prefix(task_id)}-m0.avro"
+        )
+        written.append(manifest_path)
+        with write_manifest(
+            format_version=metadata.format_version,  # type: ignore[arg-type]
+            spec=spec,
+            schema=schema,
+            output_file=table.io.new_output(manifest_path),
+            snapshot_id=snapshot.snapshot_id,
+            avro_compression=metadata.properties.get("write.avro.compression-codec", "gzip"),  # type: ignore[arg-type]
+        ) as manifest_writer:
+            for data_file in data_files:
+                manifest_writer.add(
+                    ManifestEntry.from_args(
+                        status=ManifestEntryStatus.ADDED,
+                        snapshot_id=snapshot.snapshot_id,
+                        sequence_number=None,
+                        file_sequence_number=None,
+                        data_file=data_file,
+                    )
+                )
+        manifest = manifest_writer.to_manifest_file()
+    except BaseException:
+        for path in {*writer.abort(), *written}:
+            _delete_quietly(table, path)
+        raise
+    metrics: dict[str, PartitionMetrics] = {}
+    if not spec.is_unpartitioned():
+        for d in data_files:
+            key = spec.partition_to_path(d.partition, schema)
+            prev = metrics.get(key, PartitionMetrics(0, 0, 0))
+            metrics[key] = PartitionMetrics(
+                prev.files + 1, prev.records + d.record_count, prev.bytes + d.file_size_in_bytes
+            )
+    return ManifestDescriptor.from_manifest(
+        task_id=task_id,
+        commit_uuid=snapshot.commit_uuid,
+        manifest=manifest,
+        data_files=[d.file_path for d in data_files],
+        added_bytes=sum(d.file_size_in_bytes for d in data_files),
+        partition_metrics=metrics,
+    )
+
+
+def delete_task_files(table: Table, descriptor: ManifestDescriptor) -> None:
+    """Delete a manifest and its data files (a first-writer-wins loser, or a failed job's files)."""
+    for path in [*descriptor.data_files, descriptor.manifest_path]:
+        _delete_quietly(table, path)
+
+
+def _delete_quietly(table: Table, path: str) -> None:
+    try:
+        table.io.delete(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not delete %s: %s", path, exc)
