@@ -76,3 +76,15 @@ def sqlite_catalog(tmp_path: Path) -> Iterator[CatalogHandle]:
     cat.create_namespace("ns")
     yield CatalogHandle(cat, {"type": "sql", **props, "name": "floe_test"}, "ns")
     cat.engine.dispose()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real redis-server on a free port (REDIS_URL is not used: tests flush and kill their server)."""
+    from app.stack import start_redis
+
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()

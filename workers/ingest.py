@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pyiceberg.manifest import ManifestEntry, ManifestEntryStatus, write_manifest
@@ -38,11 +38,16 @@ def expand_sources(paths: Sequence[Path]) -> list[Path]:
 
 
 def write_task_manifest(
-    snapshot: DistributedSnapshot, table: Table, paths: Sequence[Path | str], task_id: str
+    snapshot: DistributedSnapshot,
+    table: Table,
+    paths: Sequence[Path | str],
+    task_id: str,
+    on_batch: Callable[[int], None] | None = None,
 ) -> ManifestDescriptor | None:
     """Convert ``paths`` into data files and one manifest tagged with the reserved snapshot id.
 
     Returns ``None`` when the sources hold no rows. On any error every file written is deleted.
+    ``on_batch`` is called with the row count of every batch converted (progress reporting).
     """
     check_writable(table)
     metadata = table.metadata
@@ -71,6 +76,8 @@ def write_task_manifest(
         for source in sources:
             for batch in read_source(source, schema, batch_bytes=writer.read_block_bytes):
                 writer.write(batch)
+                if on_batch is not None:
+                    on_batch(batch.num_rows)
         data_files = writer.close()
         written = [d.file_path for d in data_files]
         if not data_files:

@@ -1,0 +1,187 @@
+"""`floe`: run the processes, drive jobs, make tables.
+
+floe coordinator | worker | beat | flower | up       processes (see README for the environment)
+floe job start|status|watch|commit|cancel|list       talk to the coordinator
+floe table create                                    a table from a schema file or a sample source
+floe demo                                            the end-to-end demo behind `make demo`
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from app.errors import FloeError
+
+log = logging.getLogger("floe")
+
+
+def _configure_logging() -> None:
+    from app.logs import configure_logging
+
+    configure_logging()
+
+
+def cmd_coordinator(_args: argparse.Namespace) -> int:
+    from app.grpc.coordinator import CoordinatorServicer
+    from app.grpc.server import create_server, serve_until_signalled
+    from app.proto_gen.api import coordinator_pb2_grpc
+    from app.runtime import get_service
+    from app.settings import get_settings
+
+    settings = get_settings()
+    service = get_service()
+
+    def register(server: object) -> str:
+        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(service), server)
+        return "api.Coordinator"
+
+    server, port = create_server(settings.coordinator_address, [register])
+    serve_until_signalled(server, "coordinator", port)
+    return 0
+
+
+def celery_worker_argv(worker_id: str, concurrency: int | None = None) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "app.celery_app",
+        "worker",
+        "-Q",
+        f"host-{worker_id},control",
+        "-n",
+        f"floe-{worker_id}@%h",
+        "-E",
+        "--loglevel",
+        "INFO",
+    ]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    return argv
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A host: a Celery worker on host-<WORKER_ID>,control plus the api.Worker facade."""
+    from app.errors import ConfigError
+    from app.grpc.server import create_server, serve_until_signalled
+    from app.proto_gen.api import worker_pb2_grpc
+    from app.runtime import get_service
+    from app.settings import get_settings
+    from workers.facade import WorkerServicer
+
+    settings = get_settings()
+    if not settings.worker_id:
+        raise ConfigError(
+            "WORKER_ID is required for `floe worker` (it names the host queue host-<WORKER_ID>)"
+        )
+    if settings.worker_data_base is None or not settings.worker_data_base.is_dir():
+        raise ConfigError(f"WORKER_DATA_BASE={settings.worker_data_base} must be an existing directory")
+    concurrency = args.concurrency or int(os.environ.get("FLOE_WORKER_CONCURRENCY", "0") or 0) or None
+    celery_proc = subprocess.Popen(celery_worker_argv(settings.worker_id, concurrency))
+    service = get_service()
+    worker_id = settings.worker_id
+
+    def register(server: object) -> str:
+        worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(service, worker_id), server)
+        return "api.Worker"
+
+    try:
+        server, port = create_server(settings.worker_address, [register])
+        serve_until_signalled(server, f"worker {worker_id}", port)
+    finally:
+        celery_proc.terminate()
+        try:
+            celery_proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            celery_proc.kill()
+    return 0
+
+
+def cmd_beat(_args: argparse.Namespace) -> int:
+    from app.settings import get_settings
+
+    home = get_settings().home
+    home.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "app.celery_app",
+        "beat",
+        "--loglevel",
+        "INFO",
+        "-s",
+        str(home / f"celerybeat-schedule-{os.getpid()}"),
+    ]
+    return subprocess.call(argv)
+
+
+def cmd_flower(args: argparse.Namespace) -> int:
+    argv = [sys.executable, "-m", "celery", "-A", "app.celery_app", "flower", f"--port={args.port}"]
+    if auth := os.environ.get("FLOWER_BASIC_AUTH"):
+        argv.append(f"--basic-auth={auth}")
+    return subprocess.call(argv)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from app.stack import run_stack
+
+    return run_stack(hosts=args.hosts, flower_port=args.flower_port)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo import run_demo
+
+    return run_demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from app.client_cli import add_job_commands, add_table_commands
+
+    parser = argparse.ArgumentParser(
+        prog="floe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("coordinator", help="run the gRPC coordinator").set_defaults(func=cmd_coordinator)
+    worker = sub.add_parser(
+        "worker", help="run a host: Celery worker on host-<WORKER_ID> + api.Worker facade"
+    )
+    worker.add_argument("--concurrency", type=int, default=0, help="Celery worker processes (default: cores)")
+    worker.set_defaults(func=cmd_worker)
+    sub.add_parser("beat", help="run Celery beat (watchdog + auto-committer)").set_defaults(func=cmd_beat)
+    flower = sub.add_parser("flower", help="run the Flower dashboard")
+    flower.add_argument("--port", type=int, default=5555)
+    flower.set_defaults(func=cmd_flower)
+    up = sub.add_parser("up", help="run the whole local stack until Ctrl-C")
+    up.add_argument("--hosts", type=int, default=2, help="number of host workers (default 2)")
+    up.add_argument("--flower-port", type=int, default=5555)
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("demo", help="start the stack, run a job across two hosts, print the result").set_defaults(
+        func=cmd_demo
+    )
+    add_job_commands(sub)
+    add_table_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _configure_logging()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FloeError as exc:
+        print(f"floe: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

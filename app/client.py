@@ -1,0 +1,92 @@
+"""A small Python client for api.Coordinator, used by the CLI and the demo."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc
+
+
+def default_target() -> str:
+    if target := os.environ.get("FLOE_COORDINATOR"):
+        return target
+    address = os.environ.get("COORDINATOR_ADDRESS") or ":50051"
+    host, _, port = address.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]"):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+@dataclass
+class TaskArg:
+    task_id: str
+    host: str = ""
+    paths: list[str] = field(default_factory=list)
+
+
+class CoordinatorClient:
+    def __init__(self, target: str | None = None, timeout: float = 60.0) -> None:
+        self.target = target or default_target()
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(self.target)
+        self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> CoordinatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start_job(
+        self,
+        namespace: str,
+        table: str,
+        catalog: str = "",
+        requester: str = "",
+        timeout_seconds: int = 0,
+        tasks: list[TaskArg] | None = None,
+        auto_commit: bool | None = None,
+        properties: dict[str, str] | None = None,
+        idempotency_key: str = "",
+    ) -> coordinator_pb2.StartJobResponse:
+        request = coordinator_pb2.StartJobRequest(
+            table=common_pb2.TableRef(catalog=catalog, namespace=namespace, table=table),
+            requester=requester,
+            job_timeout_seconds=timeout_seconds,
+            tasks=[common_pb2.IngestTask(task_id=t.task_id, host=t.host, paths=t.paths) for t in tasks or []],
+            snapshot_properties=properties or {},
+            idempotency_key=idempotency_key,
+        )
+        if auto_commit is not None:
+            request.auto_commit = auto_commit
+        return self.stub.StartJob(request, timeout=self.timeout)
+
+    def status(self, job_id: str) -> common_pb2.JobStatus:
+        return self.stub.GetJobStatus(
+            coordinator_pb2.GetJobStatusRequest(job_id=job_id), timeout=self.timeout
+        )
+
+    def commit(self, job_id: str) -> coordinator_pb2.CommitJobResponse:
+        return self.stub.CommitJob(coordinator_pb2.CommitJobRequest(job_id=job_id), timeout=self.timeout)
+
+    def cancel(self, job_id: str, reason: str = "") -> common_pb2.JobStatus:
+        return self.stub.CancelJob(
+            coordinator_pb2.CancelJobRequest(job_id=job_id, reason=reason), timeout=self.timeout
+        )
+
+    def list(self, limit: int = 20, states: Sequence[Any] | None = None) -> list[common_pb2.JobStatus]:
+        reply = self.stub.ListJobs(
+            coordinator_pb2.ListJobsRequest(limit=limit, states=states or []), timeout=self.timeout
+        )
+        return list(reply.jobs)
+
+    def watch(self, job_id: str, timeout: float | None = None) -> Iterator[common_pb2.JobStatus]:
+        yield from self.stub.WatchJob(coordinator_pb2.WatchJobRequest(job_id=job_id), timeout=timeout)

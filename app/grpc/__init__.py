@@ -1,0 +1,1 @@
+"""gRPC edges: servicers translate proto -> domain call -> proto; nothing below them imports *_pb2."""

@@ -1,0 +1,145 @@
+"""The api.Coordinator servicer: proto in, one service call, proto out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from app.errors import InvalidArgument
+from app.grpc.convert import (
+    PROTO_TO_STATE,
+    job_to_proto,
+    snapshot_to_proto,
+    table_from_proto,
+    tasks_from_proto,
+)
+from app.iceberg import ManifestDescriptor
+from app.jobs.service import JobService
+from app.jobs.validation import StartJobInput, check_id, check_job_id
+from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc
+
+WATCH_POLL_SECONDS = 0.2
+
+
+class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
+    def __init__(self, service: JobService) -> None:
+        self.service = service
+
+    def StartJob(
+        self, request: coordinator_pb2.StartJobRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.StartJobResponse:
+        job, created = self.service.start_job(
+            StartJobInput(
+                table=table_from_proto(request.table, request.HasField("table")),
+                requester=request.requester,
+                job_timeout_seconds=request.job_timeout_seconds,
+                tasks=tasks_from_proto(request.tasks),
+                expected_manifest_count=request.expected_manifest_count,
+                auto_commit=request.auto_commit if request.HasField("auto_commit") else None,
+                snapshot_properties=dict(request.snapshot_properties),
+                idempotency_key=request.idempotency_key,
+            )
+        )
+        return coordinator_pb2.StartJobResponse(
+            job_id=job.job_id,
+            snapshot=snapshot_to_proto(job.snapshot),
+            status=job_to_proto(job),
+            created=created,
+        )
+
+    def GetJobStatus(
+        self, request: coordinator_pb2.GetJobStatusRequest, context: grpc.ServicerContext
+    ) -> common_pb2.JobStatus:
+        return job_to_proto(self.service.status(request.job_id))
+
+    def CommitJob(
+        self, request: coordinator_pb2.CommitJobRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.CommitJobResponse:
+        job, already = self.service.commit(check_job_id(request.job_id))
+        return coordinator_pb2.CommitJobResponse(
+            job_id=job.job_id,
+            snapshot_id=job.committed_snapshot_id or 0,
+            status=job_to_proto(job),
+            already_committed=already,
+        )
+
+    def ReportManifest(
+        self, request: coordinator_pb2.ReportManifestRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.ReportManifestResponse:
+        job_id = check_job_id(request.job_id)
+        if not request.HasField("manifest"):
+            raise InvalidArgument("manifest is required ({task_id, manifest_path, descriptor_json})")
+        info = request.manifest
+        task_id = check_id(info.task_id, "manifest.task_id")
+        if request.worker_id:
+            check_id(request.worker_id, "worker_id")
+        descriptor = ManifestDescriptor.from_json(info.descriptor_json) if info.descriptor_json else None
+        if descriptor is None and info.manifest_path:
+            # A report naming a manifest without its description: only a repeat can be acknowledged.
+            job = self.service.status(job_id)
+            recorded = self.service.store.manifest(job_id, task_id)
+            if not job.state.terminal and recorded is None:
+                raise InvalidArgument("manifest.descriptor_json is required to record a new manifest")
+            return coordinator_pb2.ReportManifestResponse(
+                accepted=False,
+                duplicate=True,
+                message=f"acknowledged and ignored: job is {job.state.value}"
+                + ("" if recorded is None else f" and task {task_id} is already recorded"),
+                status=job_to_proto(job),
+            )
+        result = self.service.record_manifest(job_id, task_id, descriptor)
+        job = self.service.status(job_id)
+        messages = {
+            "accepted": f"manifest for task {task_id} accepted ({job.manifests_accepted}/{job.expected})",
+            "duplicate": f"task {task_id} already has a manifest; this report was acknowledged and ignored",
+            "late": f"acknowledged and ignored: job is {result.detail}",
+        }
+        return coordinator_pb2.ReportManifestResponse(
+            accepted=result.accepted,
+            duplicate=result.status in ("duplicate", "late"),
+            message=messages.get(result.status, result.status),
+            status=job_to_proto(job),
+        )
+
+    def Heartbeat(
+        self, request: coordinator_pb2.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.HeartbeatResponse:
+        worker_id = check_id(request.worker_id, "worker_id")
+        active = self.service.heartbeat(worker_id, request.job_id)
+        now = Timestamp()
+        now.GetCurrentTime()
+        return coordinator_pb2.HeartbeatResponse(server_time=now, job_active=active)
+
+    def CancelJob(
+        self, request: coordinator_pb2.CancelJobRequest, context: grpc.ServicerContext
+    ) -> common_pb2.JobStatus:
+        if len(request.reason) > 1024:
+            raise InvalidArgument("reason is longer than 1024 characters")
+        return job_to_proto(self.service.cancel(check_job_id(request.job_id), request.reason))
+
+    def ListJobs(
+        self, request: coordinator_pb2.ListJobsRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.ListJobsResponse:
+        states = set()
+        for value in request.states:
+            if value not in PROTO_TO_STATE:
+                raise InvalidArgument(f"states contains {value}, which is not a job state")
+            states.add(PROTO_TO_STATE[value])
+        jobs = self.service.list_jobs(request.limit, states or None)
+        return coordinator_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs])
+
+    def WatchJob(
+        self, request: coordinator_pb2.WatchJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[common_pb2.JobStatus]:
+        job = self.service.status(request.job_id)
+        yield job_to_proto(job)
+        version = job.version
+        while not job.state.terminal and context.is_active():
+            time.sleep(WATCH_POLL_SECONDS)
+            job = self.service.status(request.job_id)
+            if job.version != version:
+                version = job.version
+                yield job_to_proto(job)

@@ -1,0 +1,77 @@
+"""One server interceptor: Floe errors become status codes with their message; anything else is
+INTERNAL with a reference id and a logged traceback. Never UNKNOWN, never a traceback to the client."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from app.errors import FloeError
+
+log = logging.getLogger("floe.grpc")
+
+
+def _abort_for(exc: BaseException, context: grpc.ServicerContext, method: str) -> None:
+    if isinstance(exc, FloeError):
+        context.abort(grpc.StatusCode[exc.grpc_code], exc.message)
+    ref = uuid.uuid4().hex[:12]
+    log.error("unexpected error in %s (ref %s)", method, ref, exc_info=exc)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); the server log has the details")
+
+
+def _wrap_unary(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(request, context)
+        except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
+            if _is_abort(exc):
+                raise
+            _abort_for(exc, context, method)
+
+    return handler
+
+
+def _wrap_stream(fn: Callable[..., Iterator[Any]], method: str) -> Callable[..., Iterator[Any]]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            yield from fn(request, context)
+        except Exception as exc:  # noqa: BLE001
+            if _is_abort(exc):
+                raise
+            _abort_for(exc, context, method)
+
+    return handler
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # grpc's context.abort() raises a bare ``Exception()``: let it through untouched.
+    return type(exc) is Exception and not exc.args
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

@@ -1,0 +1,126 @@
+"""Lua scripts: every job state transition is one atomic script run inside Redis.
+
+Conventions: KEYS[1] is the job hash. Timestamps are unix seconds (float strings) passed by the
+caller. Terminal transitions drop the job from the active set and set the retention expiry on the
+job's keys (passed as the remaining KEYS).
+"""
+
+# KEYS: job, jobs-by-time, active, idempotency (or ""), tasks
+# ARGV: job_id, fields JSON, created_at, tasks JSON (object task_id -> spec JSON)
+CREATE = """
+if KEYS[4] ~= '' then
+  local existing = redis.call('GET', KEYS[4])
+  if existing then return {0, existing} end
+  redis.call('SET', KEYS[4], ARGV[1])
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end
+local fields = cjson.decode(ARGV[2])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+local tasks = cjson.decode(ARGV[4])
+local n = 0
+for task_id, spec in pairs(tasks) do
+  redis.call('HSET', KEYS[5], task_id, spec)
+  n = n + 1
+end
+redis.call('HSET', KEYS[1], 'tasks_total', n)
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+return {1, ARGV[1]}
+"""
+
+# KEYS: job, tasks.  ARGV: now, then pairs task_id, spec JSON
+# Returns {state or '', new task ids...}
+REGISTER_TASKS = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {''} end
+local out = {state}
+if state ~= 'PENDING' and state ~= 'RUNNING' then return out end
+local added = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
+    added = added + 1
+    table.insert(out, ARGV[i])
+  end
+end
+if added > 0 then
+  redis.call('HINCRBY', KEYS[1], 'tasks_total', added)
+  redis.call('HSET', KEYS[1], 'last_progress_at', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'version', 1)
+end
+return out
+"""
+
+# KEYS: job, manifests, tasks.  ARGV: task_id, payload, rows, bytes, files, now
+# Returns {status, detail}: accepted (detail: manifests accepted), duplicate (detail: the
+# recorded payload), late (detail: state), unknown.
+RECORD_MANIFEST = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'unknown', ''} end
+if state ~= 'PENDING' and state ~= 'RUNNING' then return {'late', state} end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
+  return {'duplicate', redis.call('HGET', KEYS[2], ARGV[1])}
+end
+if redis.call('HSETNX', KEYS[3], ARGV[1], '{}') == 1 then
+  redis.call('HINCRBY', KEYS[1], 'tasks_total', 1)
+end
+local accepted = redis.call('HINCRBY', KEYS[1], 'manifests', 1)
+redis.call('HINCRBY', KEYS[1], 'tasks_done', 1)
+redis.call('HINCRBY', KEYS[1], 'rows', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'bytes', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'files', ARGV[5])
+redis.call('HSET', KEYS[1], 'state', 'RUNNING', 'last_progress_at', ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+return {'accepted', tostring(accepted)}
+"""
+
+# KEYS: job, active, then the keys to expire on a terminal transition
+# ARGV: allowed states (comma separated), new state, fields JSON, now, retention seconds
+# Returns {1, new state} on success, {0, current state or ''} otherwise.
+TRANSITION = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {0, ''} end
+local allowed = false
+for s in string.gmatch(ARGV[1], '([^,]+)') do
+  if s == state then allowed = true end
+end
+if not allowed then return {0, state} end
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+local fields = cjson.decode(ARGV[3])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+if ARGV[2] == 'COMPLETED' or ARGV[2] == 'FAILED' or ARGV[2] == 'CANCELLED' then
+  redis.call('HSET', KEYS[1], 'finished_at', ARGV[4])
+  local job_id = redis.call('HGET', KEYS[1], 'id')
+  redis.call('SREM', KEYS[2], job_id)
+  for i = 3, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+end
+return {1, ARGV[2]}
+"""
+
+# KEYS: job, failures.  ARGV: task_id, reason, now
+# Returns 1 when the failure is new, 0 when the task already had one or the job is finished.
+TASK_FAILED = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or (state ~= 'PENDING' and state ~= 'RUNNING') then return 0 end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'tasks_failed', 1)
+redis.call('HSET', KEYS[1], 'last_progress_at', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+return 1
+"""
+
+# KEYS: job.  ARGV: now.  Bumps last progress of an open job; returns its state or ''.
+TOUCH = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return '' end
+if state == 'PENDING' or state == 'RUNNING' then
+  redis.call('HSET', KEYS[1], 'last_progress_at', ARGV[1])
+end
+return state
+"""
+
+# KEYS: lock.  ARGV: token.  Deletes the lock only if we still hold it.
+RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""

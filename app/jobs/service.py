@@ -1,0 +1,333 @@
+"""The job service: plain Python that every edge (gRPC, Celery tasks, beat, CLI) calls."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from pyiceberg.table import Table
+
+from app import keys
+from app.errors import FailedPrecondition, InvalidArgument, NotFound, PermanentError
+from app.iceberg import ManifestDescriptor, begin_distributed_snapshot, commit_distributed_snapshot
+from app.iceberg.commit import find_committed
+from app.jobs.model import OPEN_STATES, Job, JobState, TableRef, TaskSpec
+from app.jobs.store import JobStore, RecordResult
+from app.jobs.validation import StartJobInput, check_job_id, check_table, check_tasks
+from app.keys import DEFAULT_JOB_TIMEOUT_SECONDS
+
+log = logging.getLogger("floe.jobs")
+RESUME_ENQUEUE_AFTER_SECONDS = 10.0
+
+
+class TaskQueue(Protocol):
+    """How the service reaches Celery (the core never imports it)."""
+
+    def send_ingest(self, job_id: str, task: TaskSpec) -> str: ...
+
+    def send_commit(self, job_id: str) -> None: ...
+
+    def revoke(self, celery_ids: list[str]) -> None: ...
+
+
+TableLoader = Callable[[TableRef], Table]
+
+
+class JobService:
+    def __init__(self, store: JobStore, queue: TaskQueue, load_table: TableLoader) -> None:
+        self.store = store
+        self.queue = queue
+        self.load_table = load_table
+
+    # --- starting -------------------------------------------------------------------------------
+
+    def start_job(self, request: StartJobInput) -> tuple[Job, bool]:
+        request = request.validated()
+        assert request.table is not None
+        if request.idempotency_key:
+            existing = self.store.r.get(keys.idempotency(request.idempotency_key))
+            if existing and (job := self.store.get(str(existing))) is not None:
+                self._ensure_enqueued(job)
+                return self.store.require(job.job_id), False
+        table = self.load_table(request.table)
+        snapshot = begin_distributed_snapshot(table, request.snapshot_properties)
+        timeout = request.job_timeout_seconds or DEFAULT_JOB_TIMEOUT_SECONDS
+        # Auto-commit by default only when the job knows how many manifests to expect; tasks that
+        # arrive later through AssignTasks are committed with CommitJob (the seed's walkthrough).
+        auto_commit = request.auto_commit
+        if auto_commit is None:
+            auto_commit = bool(request.tasks or request.expected_manifest_count)
+        job_id, created = self.store.create(
+            request.table,
+            snapshot,
+            request.requester,
+            timeout,
+            request.tasks,
+            request.expected_manifest_count,
+            auto_commit,
+            request.snapshot_properties,
+            request.idempotency_key,
+        )
+        job = self.store.require(job_id)
+        self._ensure_enqueued(job)
+        log.info(
+            "job started", extra={"job_id": job_id, "table": str(request.table), "tasks": len(request.tasks)}
+        )
+        return self.store.require(job_id), created
+
+    def _ensure_enqueued(self, job: Job) -> None:
+        if job.enqueued or job.state not in OPEN_STATES:
+            return
+        ids = [self.queue.send_ingest(job.job_id, task) for task in self.store.tasks(job.job_id)]
+        self.store.mark_enqueued(job.job_id, ids)
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def status(self, job_id: str) -> Job:
+        return self.store.require(check_job_id(job_id))
+
+    def list_jobs(self, limit: int, states: set[JobState] | None = None) -> list[Job]:
+        if limit < 0:
+            raise InvalidArgument(f"limit={limit} must not be negative (0 = 100)")
+        return self.store.list(min(limit or 100, 1000), states)
+
+    # --- tasks and manifests --------------------------------------------------------------------
+
+    def assign_tasks(
+        self,
+        job_id: str,
+        worker_id: str,
+        tasks: list[TaskSpec],
+        snapshot_id: int,
+        commit_uuid: str,
+        table: TableRef | None,
+    ) -> tuple[list[str], list[str]]:
+        """Register tasks on this worker's host and enqueue the new ones. -> (accepted, already)."""
+        job = self.status(job_id)
+        if not tasks:
+            raise InvalidArgument("tasks is empty: give at least one {task_id}")
+        check_tasks(tasks)
+        if snapshot_id and snapshot_id != job.snapshot.snapshot_id:
+            raise FailedPrecondition(
+                f"snapshot.snapshot_id={snapshot_id} is not the snapshot reserved for job {job_id} "
+                f"({job.snapshot.snapshot_id})"
+            )
+        if commit_uuid and commit_uuid != job.snapshot.commit_uuid:
+            raise FailedPrecondition(
+                f"snapshot.commit_uuid={commit_uuid!r} is not the commit uuid of job {job_id}"
+            )
+        if table is not None and (table.namespace, table.table) != (job.table.namespace, job.table.table):
+            check_table(table)
+            raise FailedPrecondition(f"table {table} is not the table of job {job_id} ({job.table})")
+        specs = [TaskSpec(t.task_id, worker_id, t.paths) for t in tasks]
+        state, added = self.store.register_tasks(job_id, specs)
+        if state not in (JobState.PENDING.value, JobState.RUNNING.value):
+            raise FailedPrecondition(f"job {job_id} is {state}: it takes no more tasks")
+        ids = [self.queue.send_ingest(job_id, s) for s in specs if s.task_id in added]
+        if ids:
+            self.store.mark_enqueued(job_id, ids)
+        return added, [s.task_id for s in specs if s.task_id not in added]
+
+    def record_manifest(
+        self, job_id: str, task_id: str, descriptor: ManifestDescriptor | None, table: Table | None = None
+    ) -> RecordResult:
+        """First writer wins per (job, task); a loser's files are deleted; may trigger the commit."""
+        job = self.status(job_id)
+        if descriptor is not None and (
+            descriptor.snapshot_id != job.snapshot.snapshot_id
+            or descriptor.commit_uuid != job.snapshot.commit_uuid
+        ):
+            raise InvalidArgument(
+                f"manifest {descriptor.manifest_path} belongs to snapshot {descriptor.snapshot_id}, "
+                f"not to job {job_id}'s snapshot {job.snapshot.snapshot_id}"
+            )
+        if descriptor is not None and descriptor.task_id != task_id:
+            raise InvalidArgument(f"manifest describes task {descriptor.task_id!r}, not {task_id!r}")
+        result = self.store.record_manifest(job_id, task_id, descriptor)
+        if not result.accepted and descriptor is not None:
+            recorded = self.store.manifest(job_id, task_id)
+            if (
+                not recorded
+                or ManifestDescriptor.from_json(recorded).manifest_path != descriptor.manifest_path
+            ):
+                self._delete_files(table or self.load_table(job.table), [descriptor])
+        if result.accepted:
+            job = self.store.require(job_id)
+            if job.auto_commit and job.ready_to_commit:
+                self.queue.send_commit(job_id)
+        return result
+
+    def task_failed(self, job_id: str, task_id: str, reason: str, permanent: bool) -> None:
+        if not self.store.task_failed(job_id, task_id, reason):
+            return
+        if permanent:
+            self.fail_job(job_id, f"task {task_id} failed: {reason}")
+
+    def heartbeat(self, worker_id: str, job_id: str = "") -> bool:
+        self.store.worker_heartbeat(worker_id)
+        if not job_id:
+            return False
+        state = self.store.touch(check_job_id(job_id))
+        if not state:
+            raise NotFound(f"job {job_id!r} does not exist")
+        return state in (JobState.PENDING.value, JobState.RUNNING.value, JobState.COMMITTING.value)
+
+    def open_tasks_on_host(self, host: str) -> int:
+        """Tasks registered on ``host`` in open jobs that have neither a manifest nor a failure yet."""
+        count = 0
+        for job_id in self.store.active_ids():
+            job = self.store.get(job_id)
+            if job is None or job.state not in OPEN_STATES:
+                continue
+            done = set(self.store.r.hkeys(keys.job_manifests(job_id))) | set(self.store.failures(job_id))  # type: ignore[arg-type]
+            count += sum(1 for t in self.store.tasks(job_id) if t.host == host and t.task_id not in done)
+        return count
+
+    # --- committing -----------------------------------------------------------------------------
+
+    def commit(self, job_id: str) -> tuple[Job, bool]:
+        """Commit a ready job once. -> (job, already_committed)."""
+        job = self.status(job_id)
+        if job.state == JobState.COMPLETED:
+            return job, True
+        if job.state.terminal:
+            raise FailedPrecondition(
+                f"job {job_id} is {job.state.value}: {job.failure_reason or 'no reason'}"
+            )
+        if job.state in OPEN_STATES and not job.ready_to_commit:
+            raise FailedPrecondition(
+                f"job {job_id} is not ready to commit: {job.manifests_accepted} of {job.expected} manifests "
+                "accepted" + ("" if job.expected else " (no tasks registered yet)")
+            )
+        token = self.store.acquire_commit_lock(job_id)
+        if token is None:
+            raise FailedPrecondition(f"a commit of job {job_id} is already in progress")
+        try:
+            return self._commit_locked(job_id)
+        finally:
+            self.store.release_commit_lock(job_id, token)
+
+    def _commit_locked(self, job_id: str) -> tuple[Job, bool]:
+        job = self.store.require(job_id)
+        if job.state == JobState.COMPLETED:
+            return job, True
+        ok, state = self.store.transition(job_id, [*OPEN_STATES, JobState.COMMITTING], JobState.COMMITTING)
+        if not ok:
+            raise FailedPrecondition(f"job {job_id} is {state}; it cannot be committed")
+        manifests = self.store.manifests(job_id)
+        if not manifests:
+            self.store.complete(job_id, None)
+            log.info("job completed with no rows", extra={"job_id": job_id})
+            return self.store.require(job_id), False
+        table = self.load_table(job.table)
+        summary = {"floe.job-id": job_id, **job.snapshot.properties}
+        if job.requester:
+            summary.setdefault("floe.requester", job.requester)
+        try:
+            snapshot_id = commit_distributed_snapshot(table, job.snapshot, manifests, summary)
+        except PermanentError as exc:
+            self._finish_badly(job_id, JobState.FAILED, f"commit failed: {exc}", [JobState.COMMITTING])
+            raise
+        self.store.complete(job_id, snapshot_id)
+        log.info("job committed", extra={"job_id": job_id, "snapshot_id": snapshot_id})
+        return self.store.require(job_id), False
+
+    # --- ending badly ---------------------------------------------------------------------------
+
+    def cancel(self, job_id: str, reason: str = "") -> Job:
+        job = self.status(job_id)
+        if job.state == JobState.CANCELLED:
+            return job
+        if job.state.terminal or job.state == JobState.COMMITTING:
+            raise FailedPrecondition(f"job {job_id} is {job.state.value}; it can no longer be cancelled")
+        if not self._finish_badly(job_id, JobState.CANCELLED, reason or "cancelled by request"):
+            job = self.store.require(job_id)
+            if job.state != JobState.CANCELLED:
+                raise FailedPrecondition(f"job {job_id} is {job.state.value}; it can no longer be cancelled")
+        return self.store.require(job_id)
+
+    def fail_job(self, job_id: str, reason: str) -> bool:
+        return self._finish_badly(job_id, JobState.FAILED, reason)
+
+    def _finish_badly(
+        self,
+        job_id: str,
+        to: JobState,
+        reason: str,
+        allowed: tuple[JobState, ...] | list[JobState] = OPEN_STATES,
+    ) -> bool:
+        ok, _ = self.store.transition(job_id, allowed, to, {"failure_reason": reason})
+        if not ok:
+            return False
+        log.warning("job %s", to.value.lower(), extra={"job_id": job_id, "reason": reason})
+        self.queue.revoke(self.store.celery_ids(job_id))
+        self.clean_up(job_id)
+        return True
+
+    def clean_up(self, job_id: str) -> None:
+        """Delete a failed or cancelled job's files, unless the table shows the job committed."""
+        job = self.store.get(job_id)
+        manifests = self.store.manifests(job_id)
+        if job is None or not manifests:
+            return
+        try:
+            table = self.load_table(job.table)
+        except NotFound:
+            return
+        if find_committed(table, job.snapshot, job_id) is not None:
+            log.error(
+                "job is marked %s but the table holds its snapshot; keeping files",
+                job.state.value,
+                extra={"job_id": job_id},
+            )
+            return
+        self._delete_files(table, manifests)
+
+    @staticmethod
+    def _delete_files(table: Table, manifests: list[ManifestDescriptor]) -> None:
+        from workers.ingest import delete_task_files
+
+        for m in manifests:
+            delete_task_files(table, m)
+
+    # --- beat: the watchdog and the auto-committer ----------------------------------------------
+
+    def watchdog_tick(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        failed = []
+        for job_id in self.store.active_ids():
+            job = self.store.get(job_id)
+            if job is None or job.state not in OPEN_STATES or now <= job.deadline:
+                continue
+            idle = int(now - job.last_progress_at)
+            reason = (
+                f"timed out: no progress for {idle}s (job_timeout_seconds={job.job_timeout_seconds}); "
+                f"{job.manifests_accepted} of {job.expected} manifests accepted"
+            )
+            if self._finish_badly(job_id, JobState.FAILED, reason):
+                failed.append(job_id)
+        return failed
+
+    def autocommit_tick(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        committed = []
+        for job_id in self.store.active_ids():
+            job = self.store.get(job_id)
+            if job is None:
+                continue
+            resume = job.state == JobState.COMMITTING and not self.store.commit_locked(job_id)
+            if (job.state in OPEN_STATES and job.auto_commit and job.ready_to_commit) or resume:
+                try:
+                    self.commit(job_id)
+                    committed.append(job_id)
+                except FailedPrecondition as exc:
+                    log.info("auto-commit skipped: %s", exc, extra={"job_id": job_id})
+            elif (
+                job.state in OPEN_STATES
+                and not job.enqueued
+                and now - job.created_at > RESUME_ENQUEUE_AFTER_SECONDS
+            ):
+                self._ensure_enqueued(job)
+        return committed

@@ -1,0 +1,63 @@
+"""Every Redis key template and TTL Floe uses, in one place."""
+
+from __future__ import annotations
+
+PREFIX = "floe"
+
+JOBS_BY_TIME = f"{PREFIX}:jobs"  # zset: job id -> created_at
+ACTIVE_JOBS = f"{PREFIX}:jobs:active"  # set of job ids not yet finished
+WORKERS = f"{PREFIX}:workers"  # hash: worker id -> last heartbeat (unix seconds)
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_tasks(job_id: str) -> str:
+    """hash: task id -> task spec JSON (host, paths)."""
+    return f"{PREFIX}:job:{job_id}:tasks"
+
+
+def job_manifests(job_id: str) -> str:
+    """hash: task id -> manifest description JSON ('' for a task whose sources held no rows)."""
+    return f"{PREFIX}:job:{job_id}:manifests"
+
+
+def job_failures(job_id: str) -> str:
+    """hash: task id -> failure reason."""
+    return f"{PREFIX}:job:{job_id}:failures"
+
+
+def job_celery_ids(job_id: str) -> str:
+    """set: Celery task ids enqueued for the job (revoked when it fails or is cancelled)."""
+    return f"{PREFIX}:job:{job_id}:celery"
+
+
+def commit_lock(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:commit-lock"
+
+
+def idempotency(key: str) -> str:
+    return f"{PREFIX}:idempotency:{key}"
+
+
+def committed(job_id: str) -> str:
+    """string: the snapshot id a job committed; outlives the job's other keys."""
+    return f"{PREFIX}:committed:{job_id}"
+
+
+def job_keys(job_id: str) -> list[str]:
+    """The keys that expire together once a job is finished."""
+    return [
+        job(job_id),
+        job_tasks(job_id),
+        job_manifests(job_id),
+        job_failures(job_id),
+        job_celery_ids(job_id),
+    ]
+
+
+COMMIT_LOCK_TTL_MS = 10 * 60 * 1000
+COMMITTED_TTL_FACTOR = 10  # the committed pointer is kept ten retentions long
+DEFAULT_JOB_TIMEOUT_SECONDS = 3600
+MAX_JOB_TIMEOUT_SECONDS = 7 * 24 * 3600

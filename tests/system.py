@@ -1,0 +1,221 @@
+"""A real Floe cluster for integration tests: coordinator, Celery workers per host, beat, as OS processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pyiceberg.catalog.sql import SqlCatalog
+
+from app.client import CoordinatorClient
+from app.proto_gen.api import common_pb2
+
+ROOT = Path(__file__).resolve().parent.parent
+TERMINAL = {common_pb2.COMPLETED, common_pb2.FAILED, common_pb2.CANCELLED}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Proc:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.argv, self.env, self.log = name, argv, env, log
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def signal_group(self, sig: int) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self) -> None:
+        self.signal_group(signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait(timeout=10)
+            try:  # pool children may outlive the parent for a moment
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.popen is None:
+            return
+        self.signal_group(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class Cluster:
+    """Processes share one Redis, one SQLite catalog and one warehouse under ``home``."""
+
+    def __init__(self, home: Path, redis_url: str, extra_env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.redis_url = redis_url
+        self.coordinator_port = free_port()
+        self.procs: list[Proc] = []
+        self.env = {
+            **{
+                k: v for k, v in os.environ.items() if not k.startswith(("ICEBERG_", "PYICEBERG_", "WORKER_"))
+            },
+            "FLOE_HOME": str(home),
+            "REDIS_URL": redis_url,
+            "COORDINATOR_ADDRESS": f"127.0.0.1:{self.coordinator_port}",
+            "FLOE_WATCHDOG_INTERVAL_SECONDS": "1",
+            "FLOE_VISIBILITY_TIMEOUT_SECONDS": "3600",
+            "FLOE_LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
+        }
+        (home / "logs").mkdir(parents=True, exist_ok=True)
+        self.catalog = SqlCatalog(
+            "default", uri=f"sqlite:///{home / 'catalog.db'}", warehouse=(home / "warehouse").as_uri()
+        )
+        (home / "warehouse").mkdir(exist_ok=True)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.coordinator_port}"
+
+    def client(self) -> CoordinatorClient:
+        return CoordinatorClient(self.target, timeout=30)
+
+    def data_dir(self, host: str) -> Path:
+        path = self.home / "hosts" / host
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _proc(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        proc = Proc(name, argv, {**self.env, **(env or {})}, self.home / "logs" / f"{name}.log")
+        self.procs.append(proc)
+        return proc.start()
+
+    def start_coordinator(self) -> Proc:
+        proc = self._proc("coordinator", [sys.executable, "-m", "app.cli", "coordinator"])
+        self.wait_healthy(self.target, "api.Coordinator", proc)
+        return proc
+
+    def start_worker(self, host: str, concurrency: int = 1, name: str | None = None) -> Proc:
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "app.celery_app",
+            "worker",
+            "-Q",
+            f"host-{host},control",
+            "-n",
+            f"{name or 'w' + host}-{self.coordinator_port}@%h",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "INFO",
+            "-E",
+            "--without-mingle",
+            "--without-gossip",
+        ]
+        proc = self._proc(
+            name or f"worker-{host}", argv, {"WORKER_ID": host, "WORKER_DATA_BASE": str(self.data_dir(host))}
+        )
+        wait_until(
+            lambda: "ready." in proc.output() or proc.popen.poll() is not None, 60, f"celery worker {host}"
+        )  # type: ignore[union-attr]
+        assert proc.popen is not None and proc.popen.poll() is None, proc.output()[-3000:]
+        return proc
+
+    def start_facade_worker(self, host: str) -> tuple[Proc, str]:
+        port = free_port()
+        proc = self._proc(
+            f"floe-worker-{host}",
+            [sys.executable, "-m", "app.cli", "worker", "--concurrency", "1"],
+            {
+                "WORKER_ID": host,
+                "WORKER_DATA_BASE": str(self.data_dir(host)),
+                "WORKER_ADDRESS": f"127.0.0.1:{port}",
+            },
+        )
+        self.wait_healthy(f"127.0.0.1:{port}", "api.Worker", proc)
+        wait_until(lambda: "ready." in proc.output(), 60, f"celery worker of floe worker {host}")
+        return proc, f"127.0.0.1:{port}"
+
+    def start_beat(self, name: str = "beat") -> Proc:
+        proc = self._proc(name, [sys.executable, "-m", "app.cli", "beat"])
+        wait_until(
+            lambda: "beat: Starting" in proc.output() or proc.popen.poll() is not None, 60, "celery beat"
+        )  # type: ignore[union-attr]
+        return proc
+
+    @staticmethod
+    def wait_healthy(target: str, service: str, proc: Proc, timeout: float = 60) -> None:
+        def serving() -> bool:
+            assert proc.popen is not None
+            if proc.popen.poll() is not None:
+                raise AssertionError(
+                    f"{proc.name} exited with {proc.popen.returncode}:\n{proc.output()[-3000:]}"
+                )
+            with grpc.insecure_channel(target) as channel:
+                try:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(service=service), timeout=1
+                    )
+                except grpc.RpcError:
+                    return False
+                return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        wait_until(serving, timeout, f"{service} at {target}", interval=0.2)
+
+    def wait_for_state(self, job_id: str, timeout: float = 90) -> common_pb2.JobStatus:
+        with self.client() as client:
+            return wait_until(  # type: ignore[return-value]
+                lambda: (s := client.status(job_id)).state in TERMINAL and s,
+                timeout,
+                f"job {job_id} to finish",
+                0.2,
+            )
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {p.name}\n{p.output()[-4000:]}" for p in self.procs)

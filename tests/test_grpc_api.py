@@ -1,0 +1,335 @@
+"""Every RPC's bad input gets the right status code and a precise message, over a real gRPC server.
+
+The server, Redis and the catalog are real; the Celery queue is a recorder (no workers are needed to
+refuse bad input; tests/test_system.py runs the real thing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+import redis
+from google.protobuf.json_format import Parse
+from pyiceberg.catalog.sql import SqlCatalog
+
+from app.catalog import load_table
+from app.errors import NotFound
+from app.grpc.coordinator import CoordinatorServicer
+from app.grpc.server import create_server
+from app.jobs.model import TableRef, TaskSpec
+from app.jobs.service import JobService
+from app.jobs.store import JobStore
+from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc, worker_pb2, worker_pb2_grpc
+from tests.tables import make_table
+from workers.facade import WorkerServicer
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+
+
+@dataclass
+class RecordingQueue:
+    sent: list[tuple[str, str, str]] = field(default_factory=list)
+    commits: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+
+    def send_ingest(self, job_id: str, task: TaskSpec) -> str:
+        self.sent.append((job_id, task.task_id, task.queue))
+        return f"celery-{len(self.sent)}"
+
+    def send_commit(self, job_id: str) -> None:
+        self.commits.append(job_id)
+
+    def revoke(self, celery_ids: list[str]) -> None:
+        self.revoked.extend(celery_ids)
+
+
+@dataclass
+class Api:
+    coordinator: coordinator_pb2_grpc.CoordinatorStub
+    worker: worker_pb2_grpc.WorkerStub
+    catalog: SqlCatalog
+    queue: RecordingQueue
+    service: JobService
+
+
+@pytest.fixture
+def api(tmp_path: Path, redis_server: object) -> Iterator[Api]:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)  # type: ignore[attr-defined]
+    client.flushdb()
+    catalog = SqlCatalog("default", uri=f"sqlite:///{tmp_path}/c.db", warehouse=(tmp_path / "wh").as_uri())
+    catalog.create_namespace("demo")
+    queue = RecordingQueue()
+
+    def loader(ref: TableRef):  # type: ignore[no-untyped-def]
+        if ref.catalog not in ("", "default"):
+            raise NotFound(f"catalog {ref.catalog!r} is not configured here")
+        if ref.table == "explode":
+            raise RuntimeError("secret internal detail")
+        return load_table(catalog, ref.namespace, ref.table)
+
+    service = JobService(JobStore(client, 3600), queue, loader)
+
+    def reg_coordinator(server: grpc.Server) -> str:
+        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(service), server)
+        return "api.Coordinator"
+
+    def reg_worker(server: grpc.Server) -> str:
+        worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(service, "worker-1"), server)
+        return "api.Worker"
+
+    server, port = create_server("127.0.0.1:0", [reg_coordinator, reg_worker])
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Api(
+            coordinator_pb2_grpc.CoordinatorStub(channel),
+            worker_pb2_grpc.WorkerStub(channel),
+            catalog,
+            queue,
+            service,
+        )
+    finally:
+        channel.close()
+        server.stop(0).wait()
+        client.close()
+
+
+def call_fails(fn: object, request: object, code: grpc.StatusCode, pattern: str) -> str:
+    with pytest.raises(grpc.RpcError) as info:
+        result = fn(request, timeout=10)  # type: ignore[operator]
+        if hasattr(result, "__iter__") and not hasattr(result, "ListFields"):
+            list(result)
+    err = info.value
+    assert err.code() == code, (err.code(), err.details())
+    details = err.details() or ""
+    import re
+
+    assert re.search(pattern, details), details
+    assert "Traceback" not in details
+    return details
+
+
+def start_request(**data: object) -> coordinator_pb2.StartJobRequest:
+    base = {"table": {"catalog": "default", "namespace": "demo", "table": "events"}, "requester": "t"}
+    base.update(data)  # type: ignore[arg-type]
+    return Parse(json.dumps(base), coordinator_pb2.StartJobRequest())
+
+
+@pytest.mark.parametrize(
+    "request_data, code, pattern",
+    [
+        ({"table": None}, INVALID, r"table is required"),
+        ({"table": {"namespace": "demo"}}, INVALID, r"table\.table is required"),
+        ({"table": {"table": "events"}}, INVALID, r"table\.namespace is required"),
+        ({"table": {"namespace": "demo", "table": "nope"}}, NOT_FOUND, r"table demo\.nope does not exist"),
+        (
+            {"table": {"catalog": "other", "namespace": "demo", "table": "events"}},
+            NOT_FOUND,
+            r"catalog 'other'",
+        ),
+        ({"job_timeout_seconds": -5}, INVALID, r"job_timeout_seconds=-5 must not be negative"),
+        ({"job_timeout_seconds": 10**9}, INVALID, r"exceeds the maximum"),
+        ({"expected_manifest_count": -1}, INVALID, r"expected_manifest_count=-1 must not be negative"),
+        (
+            {"tasks": [{"task_id": "a", "paths": ["../etc/passwd"]}]},
+            INVALID,
+            r"tasks\[0\]\.paths\[0\].*'\.\.'",
+        ),
+        (
+            {"tasks": [{"task_id": "a", "paths": ["/etc/passwd"]}]},
+            INVALID,
+            r"must be relative to the host's WORKER_DATA_BASE",
+        ),
+        ({"tasks": [{"task_id": "a"}, {"task_id": "a"}]}, INVALID, r"tasks\[1\]\.task_id='a' is given twice"),
+        ({"tasks": [{"task_id": "a b"}]}, INVALID, r"tasks\[0\]\.task_id='a b' is not a valid id"),
+        ({"tasks": [{"task_id": ""}]}, INVALID, r"tasks\[0\]\.task_id is required"),
+        ({"tasks": [{"task_id": "a", "host": "h/1"}]}, INVALID, r"tasks\[0\]\.host='h/1' is not a valid id"),
+        ({"tasks": [{"task_id": "a"}], "expected_manifest_count": 3}, INVALID, r"but 1 tasks were given"),
+        ({"snapshot_properties": {"added-records": "5"}}, INVALID, r"'added-records' is reserved"),
+        (
+            {"table": {"namespace": "demo", "table": "explode"}},
+            grpc.StatusCode.INTERNAL,
+            r"^internal error \(ref [0-9a-f]+\)",
+        ),
+    ],
+)
+def test_start_job_bad_input(
+    api: Api, request_data: dict[str, object], code: grpc.StatusCode, pattern: str
+) -> None:
+    make_table(api.catalog, "demo.events")
+    data = dict(request_data)
+    if data.get("table", 1) is None:
+        request = coordinator_pb2.StartJobRequest(requester="x")
+    else:
+        request = start_request(**data)
+    details = call_fails(api.coordinator.StartJob, request, code, pattern)
+    assert "secret internal detail" not in details
+    assert api.queue.sent == []
+
+
+def test_v3_table_is_refused_with_failed_precondition(api: Api) -> None:
+    v2 = make_table(api.catalog, "demo.v2")
+    metadata = json.loads(Path(v2.metadata_location.removeprefix("file://")).read_text())
+    metadata.update({"format-version": 3, "next-row-id": 0})
+    path = Path(v2.metadata_location.removeprefix("file://")).with_name("v3.metadata.json")
+    path.write_text(json.dumps(metadata))
+    api.catalog.register_table("demo.events", path.as_uri())
+    call_fails(api.coordinator.StartJob, start_request(), PRECONDITION, r"format version 3")
+
+
+@pytest.mark.parametrize(
+    "method, rpc_request, code, pattern",
+    [
+        ("GetJobStatus", coordinator_pb2.GetJobStatusRequest(), INVALID, r"job_id is required"),
+        (
+            "GetJobStatus",
+            coordinator_pb2.GetJobStatusRequest(job_id="../x"),
+            INVALID,
+            r"job_id='\.\./x' is not a job id",
+        ),
+        (
+            "GetJobStatus",
+            coordinator_pb2.GetJobStatusRequest(job_id="0" * 32),
+            NOT_FOUND,
+            r"job '0{32}' does not exist",
+        ),
+        ("CommitJob", coordinator_pb2.CommitJobRequest(job_id="f" * 32), NOT_FOUND, r"does not exist"),
+        ("CommitJob", coordinator_pb2.CommitJobRequest(job_id="nope"), INVALID, r"not a job id"),
+        ("CancelJob", coordinator_pb2.CancelJobRequest(job_id="a" * 32), NOT_FOUND, r"does not exist"),
+        (
+            "ReportManifest",
+            coordinator_pb2.ReportManifestRequest(job_id="a" * 32),
+            INVALID,
+            r"manifest is required",
+        ),
+        ("Heartbeat", coordinator_pb2.HeartbeatRequest(), INVALID, r"worker_id is required"),
+        (
+            "Heartbeat",
+            coordinator_pb2.HeartbeatRequest(worker_id="w1", job_id="b" * 32),
+            NOT_FOUND,
+            r"does not exist",
+        ),
+        ("ListJobs", coordinator_pb2.ListJobsRequest(limit=-1), INVALID, r"limit=-1 must not be negative"),
+        ("ListJobs", coordinator_pb2.ListJobsRequest(states=[99]), INVALID, r"states contains 99"),
+        ("WatchJob", coordinator_pb2.WatchJobRequest(job_id="c" * 32), NOT_FOUND, r"does not exist"),
+    ],
+)
+def test_coordinator_bad_input(
+    api: Api, method: str, rpc_request: object, code: grpc.StatusCode, pattern: str
+) -> None:
+    call_fails(getattr(api.coordinator, method), rpc_request, code, pattern)
+
+
+def test_job_lifecycle_errors_and_idempotency(api: Api) -> None:
+    make_table(api.catalog, "demo.events")
+    first = api.coordinator.StartJob(
+        start_request(tasks=[{"task_id": "t1", "host": "1"}], idempotency_key="k1")
+    )
+    again = api.coordinator.StartJob(
+        start_request(tasks=[{"task_id": "t1", "host": "1"}], idempotency_key="k1")
+    )
+    assert first.created and not again.created and again.job_id == first.job_id
+    assert again.snapshot.snapshot_id == first.snapshot.snapshot_id
+    assert api.queue.sent == [(first.job_id, "t1", "host-1")]  # enqueued once
+    job_id = first.job_id
+    call_fails(
+        api.coordinator.CommitJob,
+        coordinator_pb2.CommitJobRequest(job_id=job_id),
+        PRECONDITION,
+        r"not ready to commit: 0 of 1 manifests",
+    )
+    bad = common_pb2.ManifestInfo(task_id="t1", descriptor_json="{not json")
+    call_fails(
+        api.coordinator.ReportManifest,
+        coordinator_pb2.ReportManifestRequest(job_id=job_id, manifest=bad),
+        INVALID,
+        r"not a valid manifest description",
+    )
+    other = common_pb2.ManifestInfo(
+        task_id="t1",
+        descriptor_json=json.dumps(
+            {
+                "task_id": "t1",
+                "snapshot_id": 1,
+                "commit_uuid": "x",
+                "manifest_path": "/m.avro",
+                "manifest_length": 1,
+                "partition_spec_id": 0,
+                "added_files_count": 1,
+                "added_rows_count": 1,
+                "added_bytes": 1,
+                "partitions": [],
+                "data_files": ["/d.parquet"],
+            }
+        ),
+    )
+    call_fails(
+        api.coordinator.ReportManifest,
+        coordinator_pb2.ReportManifestRequest(job_id=job_id, manifest=other),
+        INVALID,
+        r"belongs to snapshot 1, not to job",
+    )
+    cancelled = api.coordinator.CancelJob(coordinator_pb2.CancelJobRequest(job_id=job_id))
+    assert cancelled.state == common_pb2.CANCELLED and cancelled.failure_reason == "cancelled by request"
+    assert api.queue.revoked == ["celery-1"]
+    call_fails(
+        api.coordinator.CommitJob,
+        coordinator_pb2.CommitJobRequest(job_id=job_id),
+        PRECONDITION,
+        r"is CANCELLED",
+    )
+    # A job started without tasks or an expected count waits for an explicit CommitJob
+    plain = api.coordinator.StartJob(start_request())
+    assert not plain.status.auto_commit and plain.status.expected_manifests == 0
+    call_fails(
+        api.coordinator.CommitJob,
+        coordinator_pb2.CommitJobRequest(job_id=plain.job_id),
+        PRECONDITION,
+        r"no tasks registered yet",
+    )
+    listed = api.coordinator.ListJobs(coordinator_pb2.ListJobsRequest(states=[common_pb2.CANCELLED]))
+    assert [j.job_id for j in listed.jobs] == [job_id]
+
+
+def test_assign_tasks_bad_input(api: Api) -> None:
+    make_table(api.catalog, "demo.events")
+    job = api.coordinator.StartJob(start_request())
+    base = {"worker_id": "worker-1", "job_id": job.job_id, "tasks": [{"task_id": "task-1"}]}
+
+    def assign(**data: object) -> worker_pb2.AssignTasksRequest:
+        return Parse(json.dumps({**base, **data}), worker_pb2.AssignTasksRequest())
+
+    call_fails(
+        api.worker.AssignTasks,
+        assign(worker_id="worker-2"),
+        INVALID,
+        r"does not name this worker \('worker-1'\)",
+    )
+    call_fails(api.worker.AssignTasks, assign(job_id="d" * 32), NOT_FOUND, r"does not exist")
+    call_fails(api.worker.AssignTasks, assign(tasks=[]), INVALID, r"tasks is empty")
+    call_fails(
+        api.worker.AssignTasks,
+        assign(snapshot={"snapshot_id": 1234}),
+        PRECONDITION,
+        r"snapshot\.snapshot_id=1234 is not",
+    )
+    call_fails(
+        api.worker.AssignTasks, assign(tasks=[{"task_id": "t", "paths": ["../../x"]}]), INVALID, r"'\.\.'"
+    )
+    call_fails(
+        api.worker.AssignTasks,
+        assign(table={"namespace": "demo", "table": "other"}),
+        PRECONDITION,
+        r"is not the table of job",
+    )
+    ok = api.worker.AssignTasks(assign())
+    assert list(ok.accepted_task_ids) == ["task-1"]
+    beat = api.worker.Heartbeat(worker_pb2.WorkerHeartbeatRequest(worker_id="worker-1"))
+    assert beat.active_tasks == 1

@@ -1,0 +1,54 @@
+"""Confining a task's sources to the host's WORKER_DATA_BASE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.errors import InvalidArgument, SourceError
+from app.jobs.validation import check_relative_pattern
+
+
+def _inside(base: Path, path: Path) -> bool:
+    try:
+        path.relative_to(base)
+        return True
+    except ValueError:
+        return False
+
+
+def resolve_sources(base: Path, task_id: str, patterns: tuple[str, ...] | list[str]) -> list[Path]:
+    """The files a task reads: globs relative to ``base``, or ``base/<task_id>/`` when none are given.
+
+    Absolute paths, '..' and symlinks that lead outside ``base`` are refused.
+    """
+    root = base.resolve()
+    if not root.is_dir():
+        raise SourceError(f"WORKER_DATA_BASE {base} is not a directory")
+    if not patterns:
+        task_dir = root / task_id
+        if not _inside(root, task_dir.resolve()):
+            raise InvalidArgument(f"task directory {task_dir} leaves WORKER_DATA_BASE {root}")
+        if not task_dir.is_dir():
+            raise SourceError(f"task {task_id} names no paths and {task_dir} does not exist")
+        patterns = [task_id]
+    found: list[Path] = []
+    for i, pattern in enumerate(patterns):
+        check_relative_pattern(pattern, f"paths[{i}]")
+        matches = sorted(root.glob(pattern)) if any(c in pattern for c in "*?[") else [root / pattern]
+        matches = [m for m in matches if m.exists() or m.is_symlink()]
+        if not matches:
+            raise SourceError(
+                f"{root / pattern}: no file matches (paths are relative to WORKER_DATA_BASE {root})"
+            )
+        for match in matches:
+            real = match.resolve()
+            if not _inside(root, real):
+                raise InvalidArgument(f"{match} resolves to {real}, outside WORKER_DATA_BASE {root}")
+            if real.is_dir():
+                for inner in sorted(real.rglob("*")):
+                    if inner.is_file() and not _inside(root, inner.resolve()):
+                        raise InvalidArgument(
+                            f"{inner} resolves to {inner.resolve()}, outside WORKER_DATA_BASE {root}"
+                        )
+            found.append(real)
+    return found

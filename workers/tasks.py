@@ -1,0 +1,60 @@
+"""Celery tasks: each unpacks its ids and calls plain code (workers.task_runner, app.jobs.service)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery import Task
+
+from app.celery_app import AUTOCOMMIT_TASK, COMMIT_TASK, INGEST_TASK, WATCHDOG_TASK, app
+from app.errors import FailedPrecondition, PermanentError, RetryableError
+from app.runtime import get_service
+from app.settings import get_settings
+from workers.task_runner import run_ingest
+
+log = logging.getLogger("floe.tasks")
+RETRYABLE = (RetryableError, OSError, redis.ConnectionError, redis.TimeoutError)
+
+
+class IngestTask(Task):  # type: ignore[misc]
+    autoretry_for = RETRYABLE
+    retry_backoff = 2
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = 5
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        job_id, ingest_task_id = args[0], args[1]
+        if isinstance(exc, PermanentError):
+            reason = str(exc)
+        else:
+            reason = f"gave up after {self.request.retries} retries: {type(exc).__name__}: {exc}"
+        get_service().task_failed(job_id, ingest_task_id, reason, permanent=True)
+
+
+@app.task(name=INGEST_TASK, base=IngestTask, bind=True)
+def ingest(self: Task, job_id: str, task_id: str) -> str:
+    return run_ingest(get_service(), job_id, task_id, get_settings().worker_data_base)
+
+
+@app.task(name=COMMIT_TASK, bind=True, autoretry_for=RETRYABLE, retry_backoff=2, max_retries=10)
+def commit_job(self: Task, job_id: str) -> str:
+    try:
+        job, already = get_service().commit(job_id)
+    except FailedPrecondition as exc:
+        # Not ready, already being committed, or finished: the auto-committer covers what remains.
+        log.info("commit skipped: %s", exc, extra={"job_id": job_id})
+        return f"skipped: {exc}"
+    return f"{'already ' if already else ''}committed snapshot {job.committed_snapshot_id}"
+
+
+@app.task(name=WATCHDOG_TASK)
+def watchdog() -> list[str]:
+    return get_service().watchdog_tick()
+
+
+@app.task(name=AUTOCOMMIT_TASK)
+def autocommit() -> list[str]:
+    return get_service().autocommit_tick()
