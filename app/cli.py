@@ -179,6 +179,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloeError as exc:
         print(f"floe: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - gRPC errors reach the user as code + message
+        import grpc
+
+        if isinstance(exc, grpc.RpcError):
+            code = exc.code()  # type: ignore[attr-defined]
+            print(f"floe: {code.name if code else 'ERROR'}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            return 2
+        raise
     except KeyboardInterrupt:
         return 130
 

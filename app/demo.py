@@ -66,15 +66,21 @@ def run_demo() -> int:
     from app.settings import reset_settings
 
     reset_settings()
+    import logging
+
     from app.catalog import get_catalog
     from app.client import CoordinatorClient, TaskArg
     from app.client_cli import watch
     from app.settings import get_settings
-    from app.stack import LocalStack
+    from app.stack import LocalStack, free_port, free_port_block
     from app.tables import create_table
 
+    logging.getLogger().setLevel(logging.WARNING)
     print(f"floe demo: working in {home}")
-    with LocalStack(hosts=2) as stack:
+    # The demo is self-contained: free ports, so it runs beside anything else on the machine.
+    with LocalStack(
+        hosts=2, coordinator_port=free_port(), worker_base_port=free_port_block(2), flower_port=free_port()
+    ) as stack:
         stack.wait_healthy(timeout=120)
         (id1, dir1, _), (id2, dir2, _) = stack.hosts[0], stack.hosts[1]
         total = write_samples(Path(dir1), Path(dir2))
@@ -120,13 +126,43 @@ def run_demo() -> int:
         print(
             f"\n{count:,} rows in the table ({'every row once' if count == total else 'MISMATCH'}); a few of them:"
         )
-        print(rows.to_pandas().to_string(index=False) if _has_pandas() else rows.to_pylist())
+        print(format_rows(rows))
+        print("\n" + flower_report(stack.flower_url, stack.flower_auth or "", reply.job_id))
         return 0 if count == total else 1
 
 
-def _has_pandas() -> bool:
-    try:
-        import pandas  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def flower_report(url: str, auth: str, job_id: str) -> str:
+    """What Flower's API shows for this job's tasks (it is the dashboard users would open)."""
+    import base64
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}/api/tasks?limit=100")
+    request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    deadline = time.monotonic() + 15
+    mine: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                tasks = json.load(response)
+        except OSError:
+            tasks = {}
+        mine = [t for t in tasks.values() if job_id in str(t.get("args", ""))]
+        if len(mine) >= 4 and all(t.get("state") == "SUCCESS" for t in mine):
+            break
+        time.sleep(0.5)
+    lines = [f"Flower ({url}) lists {len(mine)} tasks of this job:"]
+    for t in sorted(mine, key=lambda t: str(t.get("args"))):
+        lines.append(
+            f"  {t.get('name')} {t.get('args')} {t.get('state')} on {t.get('worker')} in {t.get('runtime')}s"
+        )
+    return "\n".join(lines)
+
+
+def format_rows(table: pa.Table) -> str:
+    header = table.column_names
+    cells = [[str(v) for v in row.values()] for row in table.to_pylist()]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
