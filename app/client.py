@@ -7,9 +7,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
-
 from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc
+from app.security import TransportSecurity
 
 
 def default_target() -> str:
@@ -33,7 +32,7 @@ class CoordinatorClient:
     def __init__(self, target: str | None = None, timeout: float = 60.0) -> None:
         self.target = target or default_target()
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(self.target)
+        self.channel = TransportSecurity.from_env().channel(self.target)
         self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
 
     def close(self) -> None:

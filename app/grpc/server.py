@@ -13,18 +13,26 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from app.grpc.interceptor import ErrorInterceptor
+from app.security import TransportSecurity
 
 log = logging.getLogger("floe.grpc")
 Registrar = Callable[[grpc.Server], str]  # registers a servicer, returns its full service name
 
 
 def create_server(
-    address: str, registrars: list[Registrar], max_workers: int = 32
+    address: str,
+    registrars: list[Registrar],
+    max_workers: int = 32,
+    security: TransportSecurity | None = None,
 ) -> tuple[grpc.Server, int]:
-    """A started-ready (not yet started) server on ``address``; returns it and the bound port."""
+    """A ready (not yet started) server on ``address``; returns it and the bound port.
+
+    ``security`` (default: from the environment) adds TLS / mTLS and the bearer-token check.
+    """
+    security = TransportSecurity.from_env() if security is None else security
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="floe-grpc"),
-        interceptors=[ErrorInterceptor()],
+        interceptors=[*security.interceptors(), ErrorInterceptor()],
         options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
     )
     names = [register(server) for register in registrars]
@@ -33,7 +41,8 @@ def create_server(
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
+    credentials = security.server_credentials()
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     return server, port
