@@ -41,6 +41,10 @@ def cmd_coordinator(_args: argparse.Namespace) -> int:
         return "api.Coordinator"
 
     server, port = create_server(settings.coordinator_address, [register])
+    if settings.metrics_port:
+        from app.metrics import start_metrics_server
+
+        start_metrics_server(service.store, settings.metrics_port)
     serve_until_signalled(server, "coordinator", port)
     return 0
 

@@ -7,6 +7,7 @@ PREFIX = "floe"
 JOBS_BY_TIME = f"{PREFIX}:jobs"  # zset: job id -> created_at
 ACTIVE_JOBS = f"{PREFIX}:jobs:active"  # set of job ids not yet finished
 WORKERS = f"{PREFIX}:workers"  # hash: worker id -> last heartbeat (unix seconds)
+METRICS = f"{PREFIX}:metrics"  # hash: counter name -> value (cluster-wide, exported by the coordinator)
 
 
 def job(job_id: str) -> str:

@@ -34,6 +34,13 @@ def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int = 1) 
     return value
 
 
+def _port_env(env: Mapping[str, str], name: str) -> int:
+    value = _int_env(env, name, 0, minimum=0)
+    if value > 65535:
+        raise ConfigError(f"{name}={value} is not a TCP port (0-65535; 0 = off)")
+    return value
+
+
 def _address_env(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name) or default
     host, sep, port = raw.rpartition(":")
@@ -55,6 +62,7 @@ class Settings:
     job_retention_seconds: int
     visibility_timeout_seconds: int
     watchdog_interval_seconds: int
+    metrics_port: int
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -81,6 +89,7 @@ class Settings:
             job_retention_seconds=_int_env(env, "FLOE_JOB_RETENTION_SECONDS", 7 * 24 * 3600),
             visibility_timeout_seconds=_int_env(env, "FLOE_VISIBILITY_TIMEOUT_SECONDS", 3600),
             watchdog_interval_seconds=_int_env(env, "FLOE_WATCHDOG_INTERVAL_SECONDS", 5),
+            metrics_port=_port_env(env, "FLOE_METRICS_PORT"),
         )
 
 

@@ -590,7 +590,6 @@ class LocalStack:
         self.redis: RedisProcess | None = None
         self.redis_url: str | None = settings.redis_url
         self.children: list[Child] = []
-        self._stopping = False
         self._lock = threading.Lock()
 
     # -- properties --------------------------------------------------------------------------
@@ -660,7 +659,6 @@ class LocalStack:
                 "choose others with COORDINATOR_ADDRESS, WORKER_ADDRESS (host 1; host i adds i-1) or --flower-port"
             )
         self.home.mkdir(parents=True, exist_ok=True)
-        self._stopping = False
         try:
             if self._external_redis_url is None:
                 # the data directory is kept across restarts: jobs outlive `floe up`
@@ -677,7 +675,6 @@ class LocalStack:
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """SIGTERM every child, wait up to ``grace`` seconds, SIGKILL the groups, stop Redis."""
         with self._lock:
-            self._stopping = True
             children = [c for c in self.children if c.proc is not None]
             for child in children:
                 child.terminate()
@@ -701,6 +698,15 @@ class LocalStack:
                 self.redis.stop()
                 self.redis = None
                 self.redis_url = self._external_redis_url
+
+    def kill_now(self) -> None:
+        """SIGKILL every child's group and Redis at once (safe from a signal handler; no lock)."""
+        for child in list(self.children):
+            child.signal_group(signal.SIGKILL)
+        redis_proc = self.redis.proc if self.redis is not None else None
+        if redis_proc is not None and redis_proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                redis_proc.kill()
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -791,18 +797,22 @@ class LocalStack:
 
 
 def run_stack(hosts: int, flower_port: int) -> int:
-    """``floe up``: start the local stack, print what runs, block until SIGINT/SIGTERM."""
+    """``floe up``: start the local stack, print what runs, block until SIGINT/SIGTERM.
+
+    A second Ctrl-C while stopping kills every process at once instead of waiting for the grace.
+    """
+    stack = LocalStack(hosts=hosts, flower_port=flower_port)
     stop = threading.Event()
-    received: list[int] = []
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        received.append(signum)
+        if stop.is_set():
+            print("floe up: killing everything now", file=sys.stderr, flush=True)
+            stack.kill_now()
         stop.set()
 
     previous: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int | None] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, _on_signal)
-    stack = LocalStack(hosts=hosts, flower_port=flower_port)
     try:
         stack.start()
         print("Floe local stack:", flush=True)
@@ -822,6 +832,7 @@ def run_stack(hosts: int, flower_port: int) -> int:
             pass  # a dead child is reported by _supervise; an interrupt ends it there
         return _supervise(stack, stop)
     finally:
+        stop.set()  # from here on a signal means "kill now"
         stack.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

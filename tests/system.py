@@ -92,6 +92,7 @@ class Cluster:
         self.home = home
         self.redis_url = redis_url
         self.coordinator_port = free_port()
+        self.metrics_port = free_port()
         self.procs: list[Proc] = []
         self.env = {
             **{
@@ -101,6 +102,7 @@ class Cluster:
             "REDIS_URL": redis_url,
             "COORDINATOR_ADDRESS": f"127.0.0.1:{self.coordinator_port}",
             "FLOE_WATCHDOG_INTERVAL_SECONDS": "1",
+            "FLOE_METRICS_PORT": str(self.metrics_port),
             "FLOE_VISIBILITY_TIMEOUT_SECONDS": "3600",
             "FLOE_LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
@@ -118,6 +120,19 @@ class Cluster:
 
     def client(self) -> CoordinatorClient:
         return CoordinatorClient(self.target, timeout=30)
+
+    def metrics(self) -> dict[str, float]:
+        """The coordinator's Prometheus metrics, as name{labels} -> value."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
 
     def data_dir(self, host: str) -> Path:
         path = self.home / "hosts" / host

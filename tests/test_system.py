@@ -70,6 +70,12 @@ def test_two_hosts_one_job_auto_commits_every_row_once(cluster: Cluster) -> None
     assert snap is not None and snap.snapshot_id == status.committed_snapshot_id == reply.snapshot.snapshot_id
     assert snap.summary is not None and snap.summary["floe.job-id"] == reply.job_id
     assert int(snap.summary["added-data-files"]) == status.files_written
+    # and the coordinator's metrics count what happened, cluster-wide
+    metrics = cluster.metrics()
+    assert metrics["floe_manifests_total"] == 4 and metrics["floe_rows_written_total"] == 1000
+    assert metrics["floe_tasks_done_total"] == 4 and metrics["floe_tasks_failed_total"] == 0
+    assert metrics["floe_jobs_completed_total"] == 1 and metrics["floe_commit_seconds_count"] == 1
+    assert metrics['floe_jobs{state="RUNNING"}'] == 0
 
 
 def test_seed_walkthrough_step_by_step(cluster: Cluster) -> None:
@@ -159,6 +165,8 @@ def test_watchdog_fails_a_stalled_job_and_deletes_its_files(cluster: Cluster) ->
     )
     assert data_files(Path(table.location().removeprefix("file://"))) == []
     assert cluster.catalog.load_table("demo.events").metadata.current_snapshot() is None
+    metrics = cluster.metrics()
+    assert metrics["floe_watchdog_failed_jobs_total"] == 1 and metrics["floe_jobs_failed_total"] == 1
 
 
 def test_cancel_job_deletes_its_files(cluster: Cluster) -> None:

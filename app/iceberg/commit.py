@@ -121,12 +121,15 @@ def commit_distributed_snapshot(
     snapshot: DistributedSnapshot,
     manifests: list[ManifestDescriptor],
     summary: Mapping[str, str] | None = None,
+    stats: dict[str, int] | None = None,
 ) -> int:
     """Commit every manifest as one new snapshot on main; return the committed snapshot id.
 
     Idempotent: when the reservation is already among main's ancestors its id is returned and
-    nothing new is written.
+    nothing new is written. ``stats``, when given, receives ``attempts`` (catalog calls made).
     """
+    stats = {} if stats is None else stats
+    stats["attempts"] = 0
     extra = dict(summary or {})
     check_extra_properties(extra)
     extra[COMMIT_UUID_KEY] = snapshot.commit_uuid
@@ -150,6 +153,7 @@ def commit_distributed_snapshot(
             )
         check_writable(table)
         retry = RetryPolicy.from_properties(table.metadata.properties)
+        stats["attempts"] = attempt + 1
         try:
             committed = _attempt(table, snapshot, manifests, extra, attempt)
         except CommitFailedException as exc:

@@ -50,7 +50,7 @@ end
 return out
 """
 
-# KEYS: job, manifests, tasks.  ARGV: task_id, payload, rows, bytes, files, now
+# KEYS: job, manifests, tasks, metrics.  ARGV: task_id, payload, rows, bytes, files, now
 # Returns {status, detail}: accepted (detail: manifests accepted), duplicate (detail: the
 # recorded payload), late (detail: state), unknown.
 RECORD_MANIFEST = """
@@ -70,10 +70,15 @@ redis.call('HINCRBY', KEYS[1], 'bytes', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'files', ARGV[5])
 redis.call('HSET', KEYS[1], 'state', 'RUNNING', 'last_progress_at', ARGV[6])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HINCRBY', KEYS[4], 'manifests_total', 1)
+redis.call('HINCRBY', KEYS[4], 'tasks_done_total', 1)
+redis.call('HINCRBY', KEYS[4], 'rows_written_total', ARGV[3])
+redis.call('HINCRBY', KEYS[4], 'bytes_written_total', ARGV[4])
+redis.call('HINCRBY', KEYS[4], 'files_written_total', ARGV[5])
 return {'accepted', tostring(accepted)}
 """
 
-# KEYS: job, active, then the keys to expire on a terminal transition
+# KEYS: job, active, metrics, then the keys to expire on a terminal transition
 # ARGV: allowed states (comma separated), new state, fields JSON, now, retention seconds
 # Returns {1, new state} on success, {0, current state or ''} otherwise.
 TRANSITION = """
@@ -92,18 +97,20 @@ if ARGV[2] == 'COMPLETED' or ARGV[2] == 'FAILED' or ARGV[2] == 'CANCELLED' then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[4])
   local job_id = redis.call('HGET', KEYS[1], 'id')
   redis.call('SREM', KEYS[2], job_id)
-  for i = 3, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+  redis.call('HINCRBY', KEYS[3], 'jobs_' .. string.lower(ARGV[2]) .. '_total', 1)
+  for i = 4, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
 end
 return {1, ARGV[2]}
 """
 
-# KEYS: job, failures.  ARGV: task_id, reason, now
+# KEYS: job, failures, metrics.  ARGV: task_id, reason, now
 # Returns 1 when the failure is new, 0 when the task already had one or the job is finished.
 TASK_FAILED = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or (state ~= 'PENDING' and state ~= 'RUNNING') then return 0 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'tasks_failed', 1)
+redis.call('HINCRBY', KEYS[3], 'tasks_failed_total', 1)
 redis.call('HSET', KEYS[1], 'last_progress_at', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 return 1

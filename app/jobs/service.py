@@ -17,6 +17,7 @@ from app.jobs.model import OPEN_STATES, Job, JobState, TableRef, TaskSpec
 from app.jobs.store import JobStore, RecordResult
 from app.jobs.validation import StartJobInput, check_job_id, check_table, check_tasks
 from app.keys import DEFAULT_JOB_TIMEOUT_SECONDS
+from app.metrics import observe_commit
 
 log = logging.getLogger("floe.jobs")
 RESUME_ENQUEUE_AFTER_SECONDS = 10.0
@@ -225,11 +226,16 @@ class JobService:
         summary = {"floe.job-id": job_id, **job.snapshot.properties}
         if job.requester:
             summary.setdefault("floe.requester", job.requester)
+        stats: dict[str, int] = {}
+        started = time.monotonic()
         try:
-            snapshot_id = commit_distributed_snapshot(table, job.snapshot, manifests, summary)
+            snapshot_id = commit_distributed_snapshot(table, job.snapshot, manifests, summary, stats)
         except PermanentError as exc:
             self._finish_badly(job_id, JobState.FAILED, f"commit failed: {exc}", [JobState.COMMITTING])
             raise
+        finally:
+            self.store.count("commit_conflict_retries_total", max(0, stats.get("attempts", 1) - 1))
+        observe_commit(self.store, time.monotonic() - started)
         self.store.complete(job_id, snapshot_id)
         log.info("job committed", extra={"job_id": job_id, "snapshot_id": snapshot_id})
         return self.store.require(job_id), False
@@ -307,6 +313,7 @@ class JobService:
                 f"{job.manifests_accepted} of {job.expected} manifests accepted"
             )
             if self._finish_badly(job_id, JobState.FAILED, reason):
+                self.store.count("watchdog_failed_jobs_total")
                 failed.append(job_id)
         return failed
 

@@ -185,7 +185,7 @@ class JobStore:
         size = descriptor.added_bytes if descriptor else 0
         files = descriptor.added_files_count if descriptor else 0
         status, detail = self._record(
-            keys=[keys.job(job_id), keys.job_manifests(job_id), keys.job_tasks(job_id)],
+            keys=[keys.job(job_id), keys.job_manifests(job_id), keys.job_tasks(job_id), keys.METRICS],
             args=[task_id, payload, rows, size, files, repr(time.time() if now is None else now)],
         )
         return RecordResult(str(status), str(detail))
@@ -199,7 +199,7 @@ class JobStore:
         now: float | None = None,
     ) -> tuple[bool, str]:
         ok, state = self._transition(
-            keys=[keys.job(job_id), keys.ACTIVE_JOBS, *keys.job_keys(job_id)],
+            keys=[keys.job(job_id), keys.ACTIVE_JOBS, keys.METRICS, *keys.job_keys(job_id)],
             args=[
                 _csv(allowed),
                 to.value,
@@ -231,7 +231,7 @@ class JobStore:
 
     def task_failed(self, job_id: str, task_id: str, reason: str, now: float | None = None) -> bool:
         out = self._task_failed(
-            keys=[keys.job(job_id), keys.job_failures(job_id)],
+            keys=[keys.job(job_id), keys.job_failures(job_id), keys.METRICS],
             args=[task_id, reason, repr(time.time() if now is None else now)],
         )
         return bool(out)
@@ -241,6 +241,13 @@ class JobStore:
 
     def worker_heartbeat(self, worker_id: str, now: float | None = None) -> None:
         self.r.hset(keys.WORKERS, worker_id, repr(time.time() if now is None else now))
+
+    def count(self, name: str, amount: float = 1) -> None:
+        """Add to a cluster-wide counter (exported by the coordinator's /metrics)."""
+        self.r.hincrbyfloat(keys.METRICS, name, amount)
+
+    def counters(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.r.hgetall(keys.METRICS).items()}  # type: ignore[union-attr]
 
     # --- the commit lock ------------------------------------------------------------------------
 
