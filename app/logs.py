@@ -6,6 +6,7 @@ Values that look like credentials in URLs (``scheme://user:password@host``) are 
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -15,6 +16,18 @@ import time
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 _URL_SECRET = re.compile(r"(\w+://[^:/@\s]*:)[^@\s]+@")
+
+
+current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("floe_job_id", default=None)
+
+
+class JobContextFilter(logging.Filter):
+    """Adds the job id of the task being run to every record that does not carry one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "job_id") and (job_id := current_job_id.get()) is not None:
+            record.job_id = job_id
+        return True
 
 
 def mask_secrets(text: str) -> str:
@@ -51,6 +64,7 @@ def configure_logging() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     else:
         handler.setFormatter(JsonFormatter())
+    handler.addFilter(JobContextFilter())
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("FLOE_LOG_LEVEL", "INFO").upper())
     root._floe_configured = True  # type: ignore[attr-defined]

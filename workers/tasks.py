@@ -7,14 +7,47 @@ from typing import Any
 
 import redis
 from celery import Task
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
 
 from app.celery_app import AUTOCOMMIT_TASK, COMMIT_TASK, INGEST_TASK, WATCHDOG_TASK, app
 from app.errors import FailedPrecondition, PermanentError, RetryableError
+from app.logs import configure_logging, current_job_id
 from app.runtime import get_service
 from app.settings import get_settings
 from workers.task_runner import run_ingest
 
 log = logging.getLogger("floe.tasks")
+
+
+@setup_logging.connect
+def _configure_logging(**_kwargs: Any) -> None:
+    # Floe's JSON logs instead of Celery's own format, in workers and beat alike.
+    configure_logging()
+
+
+@worker_process_init.connect
+def _warm_up(**_kwargs: Any) -> None:
+    """Connect to Redis and the catalog in each pool process before the first task arrives."""
+    try:
+        from app.catalog import get_catalog
+
+        get_service().store.r.ping()
+        get_catalog(get_settings())
+    except Exception as exc:  # noqa: BLE001 - the first task will report the problem properly
+        log.warning("warm-up failed: %s", exc)
+
+
+@task_prerun.connect
+def _enter_job(task: Task | None = None, args: Any = None, **_kwargs: Any) -> None:
+    if task is not None and task.name in (INGEST_TASK, COMMIT_TASK) and args:
+        current_job_id.set(str(args[0]))
+
+
+@task_postrun.connect
+def _leave_job(**_kwargs: Any) -> None:
+    current_job_id.set(None)
+
+
 RETRYABLE = (RetryableError, OSError, redis.ConnectionError, redis.TimeoutError)
 
 
