@@ -16,11 +16,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The Node client of the outside checks (tests/test_outside_checks.py): reinstalled only when
+# tests/js/node_modules is missing or package-lock.json changed (npm ci empties node_modules first).
+JS_DIR := tests/js
+JS_STAMP := $(JS_DIR)/node_modules/.installed-$(shell cksum $(JS_DIR)/package-lock.json | cut -d' ' -f1)
+
+.PHONY: js-deps
+
+$(JS_STAMP): $(JS_DIR)/package-lock.json
+	npm ci --prefix $(JS_DIR) --ignore-scripts --no-audit --no-fund
+	touch $@
+
+js-deps: $(JS_STAMP)
+
 lint: install
 	$(BIN)/ruff check app workers tests scripts
 	$(BIN)/mypy
 
-test: lint
+test: lint js-deps
 	$(BIN)/pytest -q
 
 unit: install

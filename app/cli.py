@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from app.errors import FloeError
 
@@ -86,7 +88,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         )
     if settings.worker_data_base is None or not settings.worker_data_base.is_dir():
         raise ConfigError(f"WORKER_DATA_BASE={settings.worker_data_base} must be an existing directory")
-    concurrency = args.concurrency or int(os.environ.get("FLOE_WORKER_CONCURRENCY", "0") or 0) or None
+    from app.settings import _int_env
+
+    concurrency = args.concurrency or _int_env(os.environ, "FLOE_WORKER_CONCURRENCY", 0, minimum=0) or None
     celery_proc = subprocess.Popen(celery_worker_argv(settings.worker_id, concurrency))
     service = get_service()
     worker_id = settings.worker_id
@@ -108,23 +112,33 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(_args: argparse.Namespace) -> int:
+    import tempfile
+
     from app.settings import get_settings
 
-    home = get_settings().home
-    home.mkdir(parents=True, exist_ok=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "app.celery_app",
-        "beat",
-        "--loglevel",
-        "INFO",
-        "-s",
-        str(home / f"celerybeat-schedule-{os.getpid()}"),
-    ]
-    return subprocess.call(argv)
+    get_settings()  # refuse bad configuration before starting
+    # The schedule only holds last-run times of two interval tasks: a private file, removed at exit,
+    # so two beats (safe by design) never share one and nothing is left behind.
+    with tempfile.TemporaryDirectory(prefix="floe-beat-") as tmp:
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "app.celery_app",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "-s",
+            str(Path(tmp) / "celerybeat-schedule"),
+        ]
+        proc = subprocess.Popen(argv)
+        signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            return proc.wait()
 
 
 def cmd_flower(args: argparse.Namespace) -> int:

@@ -33,6 +33,16 @@ def parse_task(text: str) -> Any:
     )
 
 
+def parse_pairs(values: list[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"{flag} {value!r} must be KEY=VALUE")
+        pairs[key] = rest
+    return pairs
+
+
 def _split_table(text: str) -> tuple[str, str]:
     namespace, _, table = text.rpartition(".")
     if not namespace or not table:
@@ -68,7 +78,7 @@ def cmd_job(args: argparse.Namespace) -> int:
     with CoordinatorClient(args.coordinator) as client:
         if args.job_command == "start":
             namespace, table = _split_table(args.table)
-            props = dict(p.split("=", 1) for p in args.prop)
+            props = parse_pairs(args.prop, "--prop")
             reply = client.start_job(
                 namespace,
                 table,
@@ -128,7 +138,13 @@ def add_job_commands(sub: Any) -> None:
     cancel.add_argument("--reason", default="")
     listing = jobs.add_parser("list", help="list recent jobs")
     listing.add_argument("--limit", type=int, default=20)
-    listing.add_argument("--state", action="append", default=[])
+    listing.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        type=str.upper,
+        choices=[n for n in common_pb2.JobState.keys() if n != "JOB_STATE_UNSPECIFIED"],  # noqa: SIM118
+    )
     job.set_defaults(func=cmd_job)
 
 
@@ -138,7 +154,7 @@ def cmd_table_create(args: argparse.Namespace) -> int:
     from app.tables import create_table
 
     catalog = get_catalog(get_settings(), args.catalog or None)
-    props = dict(p.split("=", 1) for p in args.property)
+    props = parse_pairs(args.property, "--property")
     table = create_table(
         catalog,
         args.table,

@@ -10,6 +10,7 @@ it. With nothing configured, the embedded default is a SQL catalog on SQLite and
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +95,9 @@ class Settings:
 
 
 def _is_queue_safe(value: str) -> bool:
-    return bool(value) and len(value) <= 128 and all(c.isalnum() or c in "-_." for c in value)
+    # ASCII only: task hosts are checked the same way (app.jobs.validation), so a worker id the
+    # coordinator would refuse as a host can never start.
+    return re.fullmatch(r"[A-Za-z0-9._-]{1,128}", value) is not None
 
 
 def _catalog_properties(env: Mapping[str, str], name: str, home: Path) -> dict[str, str]:

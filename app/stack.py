@@ -5,15 +5,18 @@ Every write is appended to the AOF as it is acknowledged and the file is fsynced
 so a Redis *process* crash (SIGKILL, OOM kill, a bug) loses nothing: the appended pages are
 already in the operating system's page cache and reach the disk regardless. Only a power loss
 or kernel crash of the Redis host can lose writes, and then at most about the last second of
-acknowledged ones; the job state Floe keeps there is rebuilt or re-driven by the watchdog and
-the idempotent commit, and Celery redelivers unacknowledged tasks. ``appendfsync always`` would
+acknowledged ones (a lost task acknowledgement only means Celery redelivers the task, which
+``task_acks_late`` already requires tasks to tolerate). ``appendfsync always`` would
 close that one-second window but costs an fsync per write, which multiplies the latency of every
 task hand-off and state update; ``no`` leaves the flush to the kernel (typically ~30s). The data
 directory (``$FLOE_HOME/redis``) is kept across restarts, so jobs survive ``floe up`` restarts.
 
 Every child runs in its own process group (``start_new_session=True``): a Ctrl-C at the terminal
-reaches only ``floe up``, which then stops the children in order (SIGTERM, a grace period, then
-SIGKILL of each whole group, which also reaps Celery's pool processes) and finally Redis.
+reaches only ``floe up``, which then stops the children: SIGTERM to each child's group (for a host
+only to its ``floe worker`` leader, which gives its Celery worker a warm shutdown so a running task
+can finish instead of having its pool process killed), up to 15 seconds' grace, then SIGKILL of
+every group, which also takes any orphaned Celery pool process; Redis is stopped last. A second
+Ctrl-C kills everything at once.
 """
 
 from __future__ import annotations

@@ -42,6 +42,8 @@ def parse_partition_spec(text: str, schema: Schema) -> PartitionSpec:
     if not text.strip():
         return PartitionSpec()
     fields = []
+    names: set[str] = set()
+    column_names = {f.name for f in schema.fields}
     for i, term in enumerate(text.split(",")):
         m = _TERM.match(term)
         if not m:
@@ -57,6 +59,8 @@ def parse_partition_spec(text: str, schema: Schema) -> PartitionSpec:
         if name in _SIMPLE and arg is None:
             transform = _SIMPLE[name]()
         elif name in ("bucket", "truncate") and arg is not None:
+            if int(arg) < 1:
+                raise InvalidArgument(f"partition term {term!r}: the {name} width must be at least 1")
             transform = BucketTransform(int(arg)) if name == "bucket" else TruncateTransform(int(arg))
         else:
             raise InvalidArgument(
@@ -67,9 +71,15 @@ def parse_partition_spec(text: str, schema: Schema) -> PartitionSpec:
                 f"partition term {term!r}: {name} cannot apply to {column} ({source.field_type})"
             )
         suffix = "" if name == "identity" else f"_{name}"
-        fields.append(
-            PartitionField(source.field_id, 1000 + i, transform, f"{column.replace('.', '_')}{suffix}")
-        )
+        field_name = f"{column.replace('.', '_')}{suffix}"
+        if field_name in names:
+            raise InvalidArgument(f"partition term {term!r} gives partition field {field_name!r} twice")
+        if name != "identity" and field_name in column_names:
+            raise InvalidArgument(
+                f"partition term {term!r}: its partition field {field_name!r} would clash with the column of that name"
+            )
+        names.add(field_name)
+        fields.append(PartitionField(source.field_id, 1000 + i, transform, field_name))
     return PartitionSpec(*fields)
 
 

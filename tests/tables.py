@@ -84,3 +84,25 @@ def write_parquet(path: Path, data: list[dict[str, object]]) -> Path:
 
 def read_ids(table: Table) -> list[int]:
     return sorted(table.scan(selected_fields=("id",)).to_arrow().column("id").to_pylist())
+
+
+def write_big_csv(path: Path, count: int) -> Path:
+    """A large CSV in the table's schema, written by pyarrow (fast); ids 0..count-1."""
+    import pyarrow.csv as pacsv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = 250_000
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string()), ("category", pa.string()),
+                        ("ts", pa.timestamp("us")), ("amount", pa.float64())])
+    with pacsv.CSVWriter(path, schema) as writer:
+        for start in range(0, count, block):
+            n = min(block, count - start)
+            ids = pa.array(range(start, start + n), pa.int64())
+            writer.write_table(pa.table({
+                "id": ids,
+                "name": pa.array([f"name-{i}" for i in range(start, start + n)]),
+                "category": pa.array([CATEGORIES[i % 3] for i in range(start, start + n)]),
+                "ts": pa.array([1_704_067_200_000_000 + i * 1_000_000 for i in range(start, start + n)], pa.timestamp("us")),
+                "amount": pa.array([i * 1.5 for i in range(start, start + n)]),
+            }, schema=schema))
+    return path

@@ -294,6 +294,18 @@ def test_start_redis_reports_a_port_in_use_with_the_log(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+def test_start_redis_refuses_a_data_dir_another_server_uses(tmp_path: Path) -> None:
+    first = start_redis(tmp_path / "redis")
+    try:
+        with pytest.raises(StackError, match="another redis-server"):
+            start_redis(tmp_path / "redis")
+    finally:
+        first.stop()
+    second = start_redis(tmp_path / "redis")  # free again once the first is stopped
+    second.stop()
+
+
+@pytest.mark.integration
 def test_redis_server_fixture_answers(redis_server: RedisProcess | ExternalRedis) -> None:  # noqa: F811
     client = redis.Redis.from_url(redis_server.url)
     try:

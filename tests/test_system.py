@@ -13,7 +13,7 @@ import pytest
 from app.client import TaskArg
 from app.proto_gen.api import common_pb2, coordinator_pb2, worker_pb2, worker_pb2_grpc
 from tests.system import Cluster, wait_until
-from tests.tables import make_table, read_ids, rows, write_csv, write_jsonl, write_parquet
+from tests.tables import make_table, read_ids, rows, write_big_csv, write_csv, write_jsonl, write_parquet
 
 pytestmark = pytest.mark.integration
 
@@ -219,7 +219,7 @@ def test_worker_killed_mid_task_is_redelivered_without_duplicates(
     cluster.catalog.create_namespace("demo")
     try:
         make_table(cluster.catalog, "demo.events")
-        big = write_csv(cluster.data_dir("1") / "big.csv", rows(0, 400_000))
+        big = write_big_csv(cluster.data_dir("1") / "big.csv", 3_000_000)
         cluster.start_coordinator()
         worker = cluster.start_worker("1")
         with cluster.client() as client:
@@ -242,7 +242,7 @@ def test_worker_killed_mid_task_is_redelivered_without_duplicates(
         assert status.state == common_pb2.COMPLETED, cluster.logs()
         table = cluster.catalog.load_table("demo.events")
         ids = read_ids(table)
-        assert len(ids) == 400_000 and ids == list(range(400_000))
+        assert len(ids) == 3_000_000 and ids == list(range(3_000_000))
         assert len(table.metadata.snapshots) == 1
     finally:
         cluster.stop_all()

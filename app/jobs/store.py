@@ -153,6 +153,7 @@ class JobStore:
 
     def list(self, limit: int, states: set[JobState] | None = None) -> list[Job]:
         out: list[Job] = []
+        expired: list[str] = []
         start = 0
         while len(out) < limit:
             ids = self.r.zrevrange(keys.JOBS_BY_TIME, start, start + 99)
@@ -162,13 +163,15 @@ class JobStore:
             for job_id in ids:  # type: ignore[union-attr]
                 job = self.get(job_id)
                 if job is None:
-                    self.r.zrem(keys.JOBS_BY_TIME, job_id)  # expired
+                    expired.append(job_id)
                     continue
                 if states and job.state not in states:
                     continue
                 out.append(job)
                 if len(out) >= limit:
                     break
+        if expired:  # removed after paging, so the pages read above did not shift under us
+            self.r.zrem(keys.JOBS_BY_TIME, *expired)
         return out
 
     def committed_snapshot(self, job_id: str) -> int | None:

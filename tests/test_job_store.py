@@ -1,0 +1,414 @@
+"""app.jobs.store.JobStore against a real redis-server: the Lua transitions, TTLs, listing, the commit lock."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from app import keys
+from app.errors import NotFound
+from app.iceberg import DistributedSnapshot, ManifestDescriptor
+from app.jobs.model import OPEN_STATES, JobState, TableRef, TaskSpec
+from app.jobs.store import JobStore
+
+pytestmark = pytest.mark.integration
+
+RETENTION = 3600
+TABLE = TableRef("", "demo", "events")
+
+
+@pytest.fixture
+def r(redis_server: object) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)  # type: ignore[attr-defined]
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def store(r: redis.Redis) -> JobStore:
+    return JobStore(r, RETENTION)
+
+
+def snapshot(snapshot_id: int = 42) -> DistributedSnapshot:
+    return DistributedSnapshot(
+        snapshot_id=snapshot_id,
+        commit_uuid=str(uuid.uuid4()),
+        parent_snapshot_id=None,
+        table_uuid=str(uuid.uuid4()),
+        table_identifier=("demo", "events"),
+        metadata_location="file:///w/demo/events/metadata/00000.metadata.json",
+        format_version=2,
+        schema_id=0,
+        spec_id=0,
+    )
+
+
+def descriptor(task_id: str, rows: int = 10, size: int = 1000, files: int = 1) -> ManifestDescriptor:
+    return ManifestDescriptor(
+        task_id=task_id,
+        snapshot_id=42,
+        commit_uuid=str(uuid.uuid4()),
+        manifest_path=f"file:///w/metadata/{task_id}-m0.avro",
+        manifest_length=4096,
+        partition_spec_id=0,
+        added_files_count=files,
+        added_rows_count=rows,
+        added_bytes=size,
+        partitions=[],
+        data_files=[f"file:///w/data/{task_id}-{i}.parquet" for i in range(files)],
+    )
+
+
+def create(
+    store: JobStore,
+    tasks: list[TaskSpec] | None = None,
+    key: str = "",
+    expected: int = 0,
+    now: float | None = None,
+) -> tuple[str, bool]:
+    return store.create(
+        TABLE,
+        snapshot(),
+        "tester",
+        600,
+        tasks if tasks is not None else [TaskSpec("t1", "h1", ("*.csv",)), TaskSpec("t2", "h2")],
+        expected,
+        True,
+        {"k": "v"},
+        idempotency_key=key,
+        now=now,
+    )
+
+
+# --- create ---------------------------------------------------------------------------------------
+
+
+def test_create_stores_a_pending_job_with_its_tasks(store: JobStore, r: redis.Redis) -> None:
+    job_id, created = create(store, now=1000.0)
+    assert created and len(job_id) == 32
+    job = store.require(job_id)
+    assert job.state is JobState.PENDING
+    assert job.table == TABLE and job.requester == "tester" and job.job_timeout_seconds == 600
+    assert job.tasks_total == 2 and job.expected == 2 and job.manifests_accepted == 0
+    assert job.created_at == job.last_progress_at == 1000.0 and job.finished_at is None
+    assert job.auto_commit and job.snapshot_properties == {"k": "v"} and job.version == 1
+    assert job.snapshot.snapshot_id == 42
+    assert store.tasks(job_id) == [TaskSpec("t1", "h1", ("*.csv",)), TaskSpec("t2", "h2")]
+    assert store.active_ids() == [job_id]
+    assert r.zscore(keys.JOBS_BY_TIME, job_id) == 1000.0
+    assert r.ttl(keys.job(job_id)) == -1  # open jobs never expire
+
+
+def test_idempotency_key_returns_the_first_job(store: JobStore, r: redis.Redis) -> None:
+    first, created = create(store, key="req-1")
+    again, created_again = create(store, tasks=[TaskSpec("other")], key="req-1")
+    assert created and not created_again
+    assert again == first
+    assert [t.task_id for t in store.tasks(first)] == ["t1", "t2"]  # the retry's tasks are ignored
+    assert r.zcard(keys.JOBS_BY_TIME) == 1 and store.active_ids() == [first]
+    assert 0 < r.ttl(keys.idempotency("req-1")) <= RETENTION
+    other, created_other = create(store, key="req-2")
+    assert created_other and other != first
+
+
+def test_without_idempotency_key_every_create_is_new(store: JobStore) -> None:
+    a, _ = create(store)
+    b, _ = create(store)
+    assert a != b and sorted(store.active_ids()) == sorted([a, b])
+
+
+def test_missing_job(store: JobStore) -> None:
+    assert store.get("0" * 32) is None
+    with pytest.raises(NotFound, match="job '0{32}' does not exist"):
+        store.require("0" * 32)
+
+
+# --- register_tasks -------------------------------------------------------------------------------
+
+
+def test_register_tasks_first_registration_wins(store: JobStore) -> None:
+    job_id, _ = create(store, tasks=[])
+    state, added = store.register_tasks(job_id, [TaskSpec("a", "h1", ("x.csv",)), TaskSpec("b", "h1")])
+    assert (state, added) == ("PENDING", ["a", "b"])
+    version = store.require(job_id).version
+    state, added = store.register_tasks(job_id, [TaskSpec("a", "h2", ("y.csv",)), TaskSpec("c", "h2")])
+    assert (state, added) == ("PENDING", ["c"])
+    assert store.task(job_id, "a") == TaskSpec("a", "h1", ("x.csv",))  # not overwritten
+    job = store.require(job_id)
+    assert job.tasks_total == 3 and job.version == version + 1
+    # all known: nothing changes, not even the version
+    assert store.register_tasks(job_id, [TaskSpec("a"), TaskSpec("c")]) == ("PENDING", [])
+    assert store.require(job_id).version == version + 1
+
+
+def test_register_tasks_on_a_finished_or_unknown_job(store: JobStore) -> None:
+    job_id, _ = create(store, tasks=[])
+    assert store.fail(job_id, "boom")
+    assert store.register_tasks(job_id, [TaskSpec("a")]) == ("FAILED", [])
+    assert store.tasks(job_id) == []
+    assert store.register_tasks("f" * 32, [TaskSpec("a")]) == ("", [])
+
+
+# --- record_manifest ------------------------------------------------------------------------------
+
+
+def test_record_manifest_accepted_then_duplicate(store: JobStore) -> None:
+    job_id, _ = create(store)
+    first = descriptor("t1", rows=10, size=1000, files=2)
+    result = store.record_manifest(job_id, "t1", first, now=2000.0)
+    assert result.accepted and result.status == "accepted" and result.detail == "1"
+    job = store.require(job_id)
+    assert job.state is JobState.RUNNING
+    assert (
+        job.manifests_accepted,
+        job.tasks_done,
+        job.rows_written,
+        job.bytes_written,
+        job.files_written,
+    ) == (
+        1,
+        1,
+        10,
+        1000,
+        2,
+    )
+    assert job.last_progress_at == 2000.0
+    # a second writer for the same task loses and learns what was recorded
+    dup = store.record_manifest(job_id, "t1", descriptor("t1", rows=99))
+    assert dup.status == "duplicate" and not dup.accepted
+    assert ManifestDescriptor.from_json(dup.detail) == first
+    assert store.require(job_id).rows_written == 10
+    assert store.manifests(job_id) == [first]
+    second = store.record_manifest(job_id, "t2", descriptor("t2", rows=5))
+    assert (second.status, second.detail) == ("accepted", "2")
+    job = store.require(job_id)
+    assert job.ready_to_commit and job.rows_written == 15
+
+
+def test_record_empty_manifest_counts_but_is_not_listed(store: JobStore) -> None:
+    job_id, _ = create(store)
+    result = store.record_manifest(job_id, "t1", None)
+    assert result.accepted
+    assert store.manifest(job_id, "t1") == ""
+    assert store.manifests(job_id) == []
+    assert store.require(job_id).manifests_accepted == 1
+    assert store.record_manifest(job_id, "t1", descriptor("t1")).status == "duplicate"
+
+
+def test_record_manifest_for_an_unregistered_task_registers_it(store: JobStore) -> None:
+    job_id, _ = create(store, tasks=[])
+    assert store.record_manifest(job_id, "late-comer", descriptor("late-comer")).accepted
+    assert store.require(job_id).tasks_total == 1
+    assert store.task(job_id, "late-comer") == TaskSpec("late-comer")
+
+
+@pytest.mark.parametrize("terminal", ["complete", "fail", "cancel", "committing"])
+def test_record_manifest_after_the_job_left_the_open_states_is_late(store: JobStore, terminal: str) -> None:
+    job_id, _ = create(store)
+    if terminal == "complete":
+        assert store.transition(job_id, OPEN_STATES, JobState.COMMITTING)[0]
+        assert store.complete(job_id, 7)
+        expected_state = "COMPLETED"
+    elif terminal == "fail":
+        assert store.fail(job_id, "boom")
+        expected_state = "FAILED"
+    elif terminal == "cancel":
+        assert store.transition(job_id, OPEN_STATES, JobState.CANCELLED)[0]
+        expected_state = "CANCELLED"
+    else:
+        assert store.transition(job_id, OPEN_STATES, JobState.COMMITTING)[0]
+        expected_state = "COMMITTING"
+    result = store.record_manifest(job_id, "t1", descriptor("t1"))
+    assert (result.status, result.detail) == ("late", expected_state)
+    assert store.manifest(job_id, "t1") is None
+    assert store.require(job_id).manifests_accepted == 0
+
+
+def test_record_manifest_for_an_unknown_job(store: JobStore, r: redis.Redis) -> None:
+    result = store.record_manifest("a" * 32, "t1", descriptor("t1"))
+    assert (result.status, result.detail) == ("unknown", "")
+    assert not r.exists(keys.job_manifests("a" * 32))  # nothing was left behind
+
+
+# --- transitions ----------------------------------------------------------------------------------
+
+
+def test_transition_is_compare_and_set(store: JobStore) -> None:
+    job_id, _ = create(store)
+    assert store.transition(job_id, [JobState.RUNNING], JobState.COMMITTING) == (False, "PENDING")
+    assert store.require(job_id).state is JobState.PENDING
+    assert store.transition(job_id, OPEN_STATES, JobState.COMMITTING, {"note": "x"}) == (True, "COMMITTING")
+    assert store.r.hget(keys.job(job_id), "note") == "x"
+    # a second committer loses
+    assert store.transition(job_id, OPEN_STATES, JobState.COMMITTING) == (False, "COMMITTING")
+    assert store.fail(job_id, "late failure") is False  # FAILED only from the open states by default
+    assert store.require(job_id).state is JobState.COMMITTING
+    assert store.active_ids() == [job_id]  # not terminal yet
+    assert store.transition("b" * 32, OPEN_STATES, JobState.FAILED) == (False, "")
+
+
+def test_terminal_states_are_final(store: JobStore) -> None:
+    job_id, _ = create(store)
+    assert store.fail(job_id, "boom")
+    for to in (JobState.RUNNING, JobState.COMMITTING, JobState.COMPLETED, JobState.CANCELLED):
+        assert store.transition(job_id, OPEN_STATES, to) == (False, "FAILED")
+    assert store.complete(job_id, 1) is False
+    assert store.task_failed(job_id, "t1", "too late") is False
+    assert store.touch(job_id) == "FAILED"
+
+
+def _populate_every_key(store: JobStore, job_id: str) -> None:
+    store.record_manifest(job_id, "t1", descriptor("t1"))
+    assert store.task_failed(job_id, "t2", "unreadable")
+    store.mark_enqueued(job_id, ["celery-1", "celery-2"])
+    for key in keys.job_keys(job_id):
+        assert store.r.exists(key), key
+
+
+@pytest.mark.parametrize("to", [JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED])
+def test_terminal_transition_sets_the_retention_on_every_job_key(
+    store: JobStore, r: redis.Redis, to: JobState
+) -> None:
+    job_id, _ = create(store)
+    _populate_every_key(store, job_id)
+    allowed = [JobState.COMMITTING] if to is JobState.COMPLETED else OPEN_STATES
+    if to is JobState.COMPLETED:
+        store.transition(job_id, OPEN_STATES, JobState.COMMITTING)
+    assert store.transition(job_id, allowed, to, now=5000.0) == (True, to.value)
+    for key in keys.job_keys(job_id):
+        assert RETENTION - 5 <= r.ttl(key) <= RETENTION, key
+    job = store.require(job_id)
+    assert job.state is to and job.finished_at == 5000.0
+    assert job_id not in store.active_ids()
+    assert store.celery_ids(job_id) == ["celery-1", "celery-2"]  # still readable until expiry
+
+
+def test_open_and_committing_transitions_set_no_ttl(store: JobStore, r: redis.Redis) -> None:
+    job_id, _ = create(store)
+    _populate_every_key(store, job_id)
+    store.transition(job_id, OPEN_STATES, JobState.COMMITTING)
+    assert all(r.ttl(k) == -1 for k in keys.job_keys(job_id))
+    assert store.active_ids() == [job_id]
+
+
+def test_complete_stores_the_committed_pointer_with_a_longer_ttl(store: JobStore, r: redis.Redis) -> None:
+    job_id, _ = create(store)
+    store.transition(job_id, OPEN_STATES, JobState.COMMITTING)
+    assert store.complete(job_id, 123456789012345)
+    assert r.get(f"floe:committed:{job_id}") == "123456789012345"
+    assert store.committed_snapshot(job_id) == 123456789012345
+    ttl = r.ttl(keys.committed(job_id))
+    assert RETENTION * keys.COMMITTED_TTL_FACTOR - 5 <= ttl <= RETENTION * keys.COMMITTED_TTL_FACTOR
+    assert ttl > r.ttl(keys.job(job_id))
+    job = store.require(job_id)
+    assert job.state is JobState.COMPLETED and job.committed_snapshot_id == 123456789012345
+
+
+def test_complete_without_a_snapshot(store: JobStore, r: redis.Redis) -> None:
+    job_id, _ = create(store)
+    store.transition(job_id, OPEN_STATES, JobState.COMMITTING)
+    assert store.complete(job_id, None)
+    assert not r.exists(keys.committed(job_id)) and store.committed_snapshot(job_id) is None
+    assert store.require(job_id).committed_snapshot_id is None
+
+
+def test_complete_requires_committing(store: JobStore) -> None:
+    job_id, _ = create(store)
+    assert store.complete(job_id, 9) is False
+    assert store.require(job_id).state is JobState.PENDING
+
+
+def test_task_failed_first_reason_wins(store: JobStore) -> None:
+    job_id, _ = create(store)
+    assert store.task_failed(job_id, "t1", "first", now=3000.0)
+    assert not store.task_failed(job_id, "t1", "second")
+    assert store.failures(job_id) == {"t1": "first"}
+    job = store.require(job_id)
+    assert job.tasks_failed == 1 and job.last_progress_at == 3000.0
+
+
+def test_touch_moves_progress_only_while_open(store: JobStore) -> None:
+    job_id, _ = create(store, now=100.0)
+    assert store.touch(job_id, now=200.0) == "PENDING"
+    assert store.require(job_id).last_progress_at == 200.0
+    store.transition(job_id, OPEN_STATES, JobState.COMMITTING)
+    assert store.touch(job_id, now=300.0) == "COMMITTING"
+    assert store.require(job_id).last_progress_at == 200.0
+    assert store.touch("c" * 32) == ""
+
+
+# --- list -----------------------------------------------------------------------------------------
+
+
+def test_list_newest_first_with_state_filter(store: JobStore) -> None:
+    ids = [create(store, now=1000.0 + i)[0] for i in range(5)]
+    store.fail(ids[1], "x")
+    assert [j.job_id for j in store.list(10)] == ids[::-1]
+    assert [j.job_id for j in store.list(2)] == [ids[4], ids[3]]
+    assert [j.job_id for j in store.list(10, {JobState.FAILED})] == [ids[1]]
+    assert [j.job_id for j in store.list(10, {JobState.PENDING})] == [ids[4], ids[3], ids[2], ids[0]]
+
+
+def test_list_drops_expired_jobs(r: redis.Redis) -> None:
+    short = JobStore(r, retention_seconds=1)
+    keep, _ = create(short, now=1.0)
+    gone, _ = create(short, now=2.0)
+    assert short.fail(gone, "boom")
+    deadline = time.monotonic() + 5
+    while r.exists(keys.job(gone)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(r.exists(k) for k in keys.job_keys(gone))
+    assert [j.job_id for j in short.list(10)] == [keep]
+    assert r.zscore(keys.JOBS_BY_TIME, gone) is None  # dropped from the index too
+    assert r.zrange(keys.JOBS_BY_TIME, 0, -1) == [keep]
+
+
+def test_list_finds_live_jobs_behind_a_full_page_of_expired_ones(store: JobStore, r: redis.Redis) -> None:
+    live = [create(store, tasks=[], now=1000.0 + i)[0] for i in range(30)]
+    expired = [create(store, tasks=[], now=5000.0 + i)[0] for i in range(100)]  # newer than the live ones
+    for job_id in expired:
+        r.delete(*keys.job_keys(job_id))  # as if their retention ran out
+    assert [j.job_id for j in store.list(10)] == live[::-1][:10]
+
+
+# --- the commit lock ------------------------------------------------------------------------------
+
+
+def test_commit_lock_is_exclusive_and_released_only_by_its_holder(store: JobStore, r: redis.Redis) -> None:
+    job_id, _ = create(store)
+    assert not store.commit_locked(job_id)
+    token = store.acquire_commit_lock(job_id)
+    assert token and store.commit_locked(job_id)
+    assert keys.COMMIT_LOCK_TTL_MS - 5000 <= r.pttl(keys.commit_lock(job_id)) <= keys.COMMIT_LOCK_TTL_MS
+    assert store.acquire_commit_lock(job_id) is None  # held
+    store.release_commit_lock(job_id, "not-the-token")
+    assert store.commit_locked(job_id) and r.get(keys.commit_lock(job_id)) == token
+    store.release_commit_lock(job_id, token)
+    assert not store.commit_locked(job_id)
+    again = store.acquire_commit_lock(job_id)
+    assert again and again != token
+    store.release_commit_lock(job_id, token)  # a stale holder cannot release the new lock
+    assert store.commit_locked(job_id)
+
+
+def test_commit_lock_expires(store: JobStore) -> None:
+    job_id, _ = create(store)
+    assert store.acquire_commit_lock(job_id, ttl_ms=200)
+    deadline = time.monotonic() + 5
+    while store.commit_locked(job_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not store.commit_locked(job_id)
+    assert store.acquire_commit_lock(job_id)
+
+
+def test_locks_are_per_job(store: JobStore) -> None:
+    a, _ = create(store)
+    b, _ = create(store)
+    assert store.acquire_commit_lock(a) and store.acquire_commit_lock(b)

@@ -1,0 +1,265 @@
+"""Outside checks: Floe seen by software that shares none of its Python code.
+
+1. A Node.js gRPC client (tests/js/reflect_coordinator.js, @grpc/grpc-js + grpc-js-reflection-client)
+   learns api.Coordinator through server reflection only, starts a job and reads its status.
+2. iceberg-rust (pyiceberg-core's DataFusion table provider) reads tables Floe committed, by their
+   metadata location alone, in a process where pyiceberg is never imported
+   (tests/engines/iceberg_rust_query.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from app.iceberg import begin_distributed_snapshot, commit_distributed_snapshot
+from tests.conftest import CatalogHandle
+from tests.system import ROOT, Cluster
+from tests.tables import make_table, rows, write_csv, write_jsonl, write_parquet
+from workers.ingest import write_task_manifest
+
+pytestmark = pytest.mark.integration
+
+JS_DIR = ROOT / "tests" / "js"
+JS_CLIENT = JS_DIR / "reflect_coordinator.js"
+ENGINE_QUERY = ROOT / "tests" / "engines" / "iceberg_rust_query.py"
+DATAFUSION_PIN = "datafusion==53.0.0"
+
+
+def _require(missing: str | None, fix: str) -> None:
+    """Fail under CI, skip elsewhere, when an outside tool is missing."""
+    if missing is None:
+        return
+    message = f"{missing}: {fix}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+# --- 1. a Node.js client that knows the coordinator only through reflection -----------------------
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_server: object) -> Iterator[Cluster]:
+    c = Cluster(tmp_path / "floe", redis_server.url)  # type: ignore[attr-defined]
+    c.catalog.create_namespace("demo")
+    try:
+        yield c
+    finally:
+        c.stop_all()
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    _require(None if node else "node is not on PATH", "install Node.js 18+ (Node 20 is what CI uses)")
+    _require(
+        None
+        if (JS_DIR / "node_modules" / "grpc-js-reflection-client").is_dir()
+        else "tests/js/node_modules is missing",
+        "run `make js-deps` (npm ci --prefix tests/js)",
+    )
+    assert node is not None
+    return node
+
+
+def _json_lines(text: str) -> dict[str, dict[str, Any]]:
+    steps: dict[str, dict[str, Any]] = {}
+    for line in text.splitlines():
+        if line.startswith("{"):
+            obj = json.loads(line)
+            steps[obj["step"]] = obj
+    return steps
+
+
+def test_node_client_discovers_the_coordinator_by_reflection_and_starts_a_job(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    node = _node()
+    make_table(cluster.catalog, "demo.events")
+    cluster.start_coordinator()
+    # Run from an empty directory: the client has nothing but its own packages and the address.
+    workdir = tmp_path / "node-cwd"
+    workdir.mkdir()
+    done = subprocess.run(
+        [node, str(JS_CLIENT), cluster.target],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NODE_NO_WARNINGS": "1"},
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}\n{cluster.logs()}"
+    steps = _json_lines(done.stdout)
+    # reflection listed the service, and described its methods
+    assert "api.Coordinator" in steps["services"]["services"]
+    methods = {m["name"]: m for m in steps["methods"]["methods"]}
+    assert methods["StartJob"]["path"] == "/api.Coordinator/StartJob"
+    assert methods["GetJobStatus"]["path"] == "/api.Coordinator/GetJobStatus"
+    assert methods["WatchJob"]["server_streaming"] is True
+    # StartJob with the seed payload: a 32-hex job id and a reserved snapshot id
+    started = steps["StartJob"]["response"]
+    job_id = started["job_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", job_id), started
+    snapshot_id = int(started["snapshot"]["snapshot_id"])  # int64 travels as a decimal string
+    assert snapshot_id > 0 and started["created"] is True
+    assert started["snapshot"]["metadata_location"].endswith(".metadata.json")
+    # GetJobStatus of that job: PENDING (no tasks were given), same reservation
+    status = steps["GetJobStatus"]["response"]
+    assert status["job_id"] == job_id and status["state"] == "PENDING"
+    assert int(status["snapshot"]["snapshot_id"]) == snapshot_id
+    assert status["requester"] == "demo-user" and status["job_timeout_seconds"] == 600
+    assert status["table"] == {"catalog": "default", "namespace": "demo", "table": "events"}
+    # a malformed job id is INVALID_ARGUMENT (3)
+    bad = steps["GetJobStatus-invalid"]
+    assert bad["code"] == 3 and bad["code_name"] == "INVALID_ARGUMENT", bad
+    assert "not a job id" in str(bad["details"])
+    # and the Python side sees the job the Node client started
+    with cluster.client() as client:
+        seen = client.status(job_id)
+    assert seen.snapshot.snapshot_id == snapshot_id and seen.requester == "demo-user"
+
+
+# --- 2. iceberg-rust reads what Floe committed ---------------------------------------------------
+
+
+def _engine_available() -> None:
+    import pyiceberg_core
+
+    missing = None
+    if importlib.util.find_spec("datafusion") is None:
+        missing = "the datafusion package is not installed"
+    elif not hasattr(getattr(pyiceberg_core, "datafusion", None), "IcebergDataFusionTable"):
+        missing = "this pyiceberg-core has no DataFusion table provider (iceberg-rust)"
+    _require(missing, f"pip install '{DATAFUSION_PIN}' (it must match pyiceberg-core's datafusion-ffi)")
+
+
+def _engine(metadata_location: str, *statements: str) -> list[list[dict[str, Any]]]:
+    done = subprocess.run(
+        [sys.executable, str(ENGINE_QUERY), metadata_location, *statements],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    crashed = (
+        f"the engine died of signal {-done.returncode}: a datafusion whose FFI does not match "
+        f"pyiceberg-core's crashes like this ({DATAFUSION_PIN} matches pyiceberg-core 0.10.1)\n"
+        if done.returncode < 0
+        else ""
+    )
+    assert done.returncode == 0, f"{crashed}stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    answer = json.loads(done.stdout)
+    assert answer["engine"]["pyiceberg_modules_loaded"] == []
+    results: list[list[dict[str, Any]]] = answer["results"]
+    return results
+
+
+TOTALS = (
+    "SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(id) AS id_sum, sum(amount) AS amount_sum FROM t"
+)
+BY_CATEGORY = (
+    "SELECT category, count(*) AS n, sum(amount) AS amount_sum FROM t GROUP BY category ORDER BY category"
+)
+# a predicate on both partition source columns (identity(category), day(ts)); pyiceberg-core 0.10's
+# provider does not push it into the scan, so DataFusion filters what iceberg-rust read
+FILTERED = (
+    "SELECT count(*) AS n, sum(id) AS id_sum FROM t "
+    "WHERE category = 'b' AND ts >= TIMESTAMP '2024-01-02 00:00:00'"
+)
+DAY2 = dt.datetime(2024, 1, 2)
+
+
+def _expected(written: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """What TOTALS, BY_CATEGORY and FILTERED must return, computed from the rows that were written."""
+    ids = [r["id"] for r in written]
+    picked = [r for r in written if r["category"] == "b" and r["ts"] >= DAY2]
+    return [
+        [
+            {
+                "n": len(written),
+                "ids": len(set(ids)),
+                "id_sum": sum(ids),
+                "amount_sum": sum(r["amount"] for r in written),
+            }
+        ],
+        [
+            {
+                "category": c,
+                "n": sum(1 for r in written if r["category"] == c),
+                "amount_sum": sum(r["amount"] for r in written if r["category"] == c),
+            }
+            for c in sorted({r["category"] for r in written})
+        ],
+        [{"n": len(picked), "id_sum": sum(r["id"] for r in picked)}],
+    ]
+
+
+@pytest.mark.parametrize("partitioned", [False, True], ids=["unpartitioned", "identity-category+day-ts"])
+def test_iceberg_rust_reads_tables_floe_committed(
+    sqlite_catalog: CatalogHandle, tmp_path: Path, partitioned: bool
+) -> None:
+    _engine_available()
+    cat = sqlite_catalog.catalog
+    ident = "ns.events"
+    table = make_table(cat, ident, partitioned=partitioned)
+
+    # Floe job 1: three tasks on three "hosts", CSV + JSON lines + Parquet
+    job1 = [rows(0, 300), rows(300, 200), rows(500, 100)]
+    snapshot = begin_distributed_snapshot(table)
+    sources = [
+        write_csv(tmp_path / "h1" / "a.csv", job1[0]),
+        write_jsonl(tmp_path / "h2" / "b.jsonl", job1[1]),
+        write_parquet(tmp_path / "h3" / "c.parquet", job1[2]),
+    ]
+    manifests = [write_task_manifest(snapshot, table, [src], f"t{i}") for i, src in enumerate(sources)]
+    assert all(manifests)
+    # ... while another writer appends between begin and commit (the commit must rebase onto it)
+    appended = rows(10_000, 50)
+    other = cat.load_table(ident)
+    other.append(pa.Table.from_pylist(appended, schema=other.schema().as_arrow()))
+    append_id = other.metadata.current_snapshot().snapshot_id  # type: ignore[union-attr]
+    first = commit_distributed_snapshot(table, snapshot, manifests, {"floe.job-id": "job-1"})  # type: ignore[arg-type]
+    table = cat.load_table(ident)
+    first_snap = table.metadata.snapshot_by_id(first)
+    assert first_snap is not None and first_snap.parent_snapshot_id == append_id
+    assert first_snap.sequence_number == 2
+    first_metadata = table.metadata_location
+
+    # Floe job 2: 120 one-file tasks, merged at commit (min-count-to-merge 50)
+    with table.transaction() as tx:
+        tx.set_properties(
+            {"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "50"}
+        )
+    table = cat.load_table(ident)
+    job2 = [rows(20_000 + 5 * i, 5) for i in range(120)]
+    snapshot2 = begin_distributed_snapshot(table)
+    small = [
+        write_task_manifest(snapshot2, table, [write_csv(tmp_path / "small" / f"s{i}.csv", part)], f"s{i}")
+        for i, part in enumerate(job2)
+    ]
+    assert all(small)
+    second = commit_distributed_snapshot(table, snapshot2, small, {"floe.job-id": "job-2"})  # type: ignore[arg-type]
+    table = cat.load_table(ident)
+    second_snap = table.metadata.current_snapshot()
+    assert second_snap is not None and second_snap.snapshot_id == second
+    assert second_snap.parent_snapshot_id == first
+    listed = second_snap.manifests(table.io)
+    assert len(listed) <= 2, [m.manifest_path for m in listed]  # 120 + 4 manifests were merged
+
+    written_then = [r for part in job1 for r in part] + appended
+    written_now = written_then + [r for part in job2 for r in part]
+    # iceberg-rust reads the table as of Floe's first (rebased) commit and as it is now
+    assert _engine(first_metadata, TOTALS, BY_CATEGORY, FILTERED) == _expected(written_then)
+    assert _engine(table.metadata_location, TOTALS, BY_CATEGORY, FILTERED) == _expected(written_now)
