@@ -333,3 +333,18 @@ def test_assign_tasks_bad_input(api: Api) -> None:
     assert list(ok.accepted_task_ids) == ["task-1"]
     beat = api.worker.Heartbeat(worker_pb2.WorkerHeartbeatRequest(worker_id="worker-1"))
     assert beat.active_tasks == 1
+
+
+def test_committed_snapshot_stays_findable_after_the_job_expires(api: Api) -> None:
+    from app import keys
+    from app.jobs.model import JobState
+
+    make_table(api.catalog, "demo.events")
+    job_id = api.coordinator.StartJob(start_request()).job_id
+    store = api.service.store
+    assert store.transition(job_id, [JobState.PENDING], JobState.COMMITTING)[0]
+    assert store.complete(job_id, 4242)
+    assert 0 < store.r.ttl(keys.job(job_id)) <= 3600
+    store.r.delete(*keys.job_keys(job_id))  # what the retention expiry does
+    status = api.coordinator.GetJobStatus(coordinator_pb2.GetJobStatusRequest(job_id=job_id))
+    assert status.state == common_pb2.COMPLETED and status.committed_snapshot_id == 4242

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from app.errors import InvalidArgument
+from app.errors import InvalidArgument, NotFound
 from app.grpc.convert import (
     PROTO_TO_STATE,
     job_to_proto,
@@ -53,7 +53,16 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     def GetJobStatus(
         self, request: coordinator_pb2.GetJobStatusRequest, context: grpc.ServicerContext
     ) -> common_pb2.JobStatus:
-        return job_to_proto(self.service.status(request.job_id))
+        try:
+            return job_to_proto(self.service.status(request.job_id))
+        except NotFound:
+            # The job's keys expired after the retention period; its commit stays findable.
+            snapshot_id = self.service.store.committed_snapshot(request.job_id)
+            if snapshot_id is None:
+                raise
+            return common_pb2.JobStatus(
+                job_id=request.job_id, state=common_pb2.COMPLETED, committed_snapshot_id=snapshot_id
+            )
 
     def CommitJob(
         self, request: coordinator_pb2.CommitJobRequest, context: grpc.ServicerContext
