@@ -29,6 +29,12 @@ def job_failures(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:failures"
 
 
+def job_files(job_id: str) -> str:
+    """set: every file any task attempt started (data files and manifests), journaled before it is
+    created; when the job ends, those no recorded manifest references are orphans and are deleted."""
+    return f"{PREFIX}:job:{job_id}:files"
+
+
 def job_celery_ids(job_id: str) -> str:
     """set: Celery task ids enqueued for the job (revoked when it fails or is cancelled)."""
     return f"{PREFIX}:job:{job_id}:celery"

@@ -244,6 +244,10 @@ def test_worker_killed_mid_task_is_redelivered_without_duplicates(
         ids = read_ids(table)
         assert len(ids) == 3_000_000 and ids == list(range(3_000_000))
         assert len(table.metadata.snapshots) == 1
+        # and what the killed attempt had started writing is gone: no orphan files
+        referenced = {f.file.file_path.removeprefix("file://") for f in table.scan().plan_files()}
+        on_disk = {str(p) for p in data_files(Path(table.location().removeprefix("file://")))}
+        assert on_disk == referenced
     finally:
         cluster.stop_all()
 

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -81,7 +82,9 @@ class DataFileWriter:
         properties: dict[str, str],
         locations: LocationProvider,
         name_prefix: str,
+        on_file: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_file = on_file
         self._io = io
         self._schema = schema
         self._spec = spec
@@ -210,6 +213,8 @@ class DataFileWriter:
         self._count += 1
         path = self._locations.new_data_location(data_file_name=name, partition_key=key)
         self.paths.append(path)
+        if self._on_file is not None:
+            self._on_file(path)  # journal the path before the file exists (orphan cleanup)
         writer = ParquetFormatWriter(self._io.new_output(path), self._file_schema, self._properties)
         return _OpenFile(path, writer, key)
 

@@ -43,11 +43,13 @@ def write_task_manifest(
     paths: Sequence[Path | str],
     task_id: str,
     on_batch: Callable[[int], None] | None = None,
+    on_file: Callable[[str], None] | None = None,
 ) -> ManifestDescriptor | None:
     """Convert ``paths`` into data files and one manifest tagged with the reserved snapshot id.
 
     Returns ``None`` when the sources hold no rows. On any error every file written is deleted.
-    ``on_batch`` is called with the row count of every batch converted (progress reporting).
+    ``on_batch`` is called with the row count of every batch converted (progress reporting);
+    ``on_file`` with every file's path before it is created (a journal for orphan cleanup).
     """
     check_writable(table)
     metadata = table.metadata
@@ -70,6 +72,7 @@ def write_task_manifest(
         dict(metadata.properties),
         table.location_provider(),
         new_write_prefix(task_id),
+        on_file,
     )
     written: list[str] = []
     try:
@@ -86,6 +89,8 @@ def write_task_manifest(
             f"{snapshot.commit_uuid}-{new_write_prefix(task_id)}-m0.avro"
         )
         written.append(manifest_path)
+        if on_file is not None:
+            on_file(manifest_path)
         with write_manifest(
             format_version=metadata.format_version,  # type: ignore[arg-type]
             spec=spec,

@@ -40,7 +40,14 @@ def run_ingest(service: JobService, job_id: str, task_id: str, data_base: Path |
             last[0] = now
             service.store.touch(job_id)
 
-    descriptor = write_task_manifest(job.snapshot, table, paths, task_id, on_batch=progress)
+    descriptor = write_task_manifest(
+        job.snapshot,
+        table,
+        paths,
+        task_id,
+        on_batch=progress,
+        on_file=lambda path: service.store.journal_file(job_id, path),
+    )
     result = service.record_manifest(job_id, task_id, descriptor, table)
     log.info(
         "task %s",

@@ -237,6 +237,7 @@ class JobService:
             self.store.count("commit_conflict_retries_total", max(0, stats.get("attempts", 1) - 1))
         observe_commit(self.store, time.monotonic() - started)
         self.store.complete(job_id, snapshot_id)
+        self._delete_orphans(job_id, table, manifests)
         log.info("job committed", extra={"job_id": job_id, "snapshot_id": snapshot_id})
         return self.store.require(job_id), False
 
@@ -276,7 +277,7 @@ class JobService:
         """Delete a failed or cancelled job's files, unless the table shows the job committed."""
         job = self.store.get(job_id)
         manifests = self.store.manifests(job_id)
-        if job is None or not manifests:
+        if job is None or not (manifests or self.store.journaled_files(job_id)):
             return
         try:
             table = self.load_table(job.table)
@@ -284,12 +285,27 @@ class JobService:
             return
         if find_committed(table, job.snapshot, job_id) is not None:
             log.error(
-                "job is marked %s but the table holds its snapshot; keeping files",
+                "job is marked %s but the table holds its snapshot; keeping its files",
                 job.state.value,
                 extra={"job_id": job_id},
             )
+            self._delete_orphans(job_id, table, manifests)
             return
         self._delete_files(table, manifests)
+        self._delete_orphans(job_id, table, [])
+
+    def _delete_orphans(self, job_id: str, table: Table, kept: list[ManifestDescriptor]) -> None:
+        """Delete journaled files (started by any attempt of any task) that ``kept`` does not reference:
+        what a killed or losing attempt left behind."""
+        referenced = {p for m in kept for p in (*m.data_files, m.manifest_path)}
+        orphans = sorted(self.store.journaled_files(job_id) - referenced)
+        for path in orphans:
+            try:
+                table.io.delete(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("could not delete orphan %s: %s", path, exc, extra={"job_id": job_id})
 
     @staticmethod
     def _delete_files(table: Table, manifests: list[ManifestDescriptor]) -> None:

@@ -142,6 +142,12 @@ class JobStore:
         data: dict[str, str] = self.r.hgetall(keys.job_manifests(job_id))  # type: ignore[assignment]
         return [ManifestDescriptor.from_json(v) for _, v in sorted(data.items()) if v]
 
+    def journal_file(self, job_id: str, path: str) -> None:
+        self.r.sadd(keys.job_files(job_id), path)
+
+    def journaled_files(self, job_id: str) -> set[str]:
+        return set(self.r.smembers(keys.job_files(job_id)))  # type: ignore[arg-type]
+
     def failures(self, job_id: str) -> dict[str, str]:
         return self.r.hgetall(keys.job_failures(job_id))  # type: ignore[return-value]
 
