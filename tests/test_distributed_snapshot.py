@@ -352,3 +352,36 @@ def test_replaced_table_is_refused(sqlite_catalog: CatalogHandle, tmp_path: Path
     replaced = make_table(cat, "ns.t")
     with pytest.raises(FailedPrecondition, match="was replaced"):
         commit_distributed_snapshot(replaced, snapshot, [manifest])
+
+
+def test_merging_a_jobs_own_manifests_concatenates_them(sqlite_catalog: CatalogHandle, tmp_path: Path) -> None:
+    # Given a fresh partitioned table (no parent manifests) and 60 task manifests over 6 partitions
+    from pyiceberg.manifest import construct_partition_summaries
+
+    cat = sqlite_catalog.catalog
+    table = make_table(
+        cat, "ns.t", partitioned=True,
+        properties={"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "20"},
+    )
+    snapshot = begin_distributed_snapshot(table)
+    manifests = []
+    for i in range(60):
+        m = write_task_manifest(snapshot, table, [write_csv(tmp_path / f"s{i}.csv", rows(i * 7, 7))], f"t{i}")
+        assert m is not None
+        manifests.append(m)
+    # When they are committed with merging on
+    committed = commit_distributed_snapshot(table, snapshot, manifests)
+    # Then one manifest holds every entry, ADDED with the new sequence number, and the right summaries
+    table = cat.load_table("ns.t")
+    snap = table.metadata.snapshot_by_id(committed)
+    assert snap is not None
+    (merged,) = snap.manifests(table.io)
+    entries = merged.fetch_manifest_entry(table.io)
+    assert len(entries) == merged.added_files_count == sum(m.added_files_count for m in manifests)
+    assert all(e.status == ManifestEntryStatus.ADDED and e.sequence_number == 1 for e in entries)
+    assert merged.added_rows_count == 420 and read_ids(table) == list(range(420))
+    expected = construct_partition_summaries(table.spec(), table.schema(), [e.data_file.partition for e in entries])
+    assert [(p.contains_null, p.lower_bound, p.upper_bound) for p in merged.partitions or []] == [
+        (p.contains_null, p.lower_bound, p.upper_bound) for p in expected
+    ]
+    assert not any(Path(m.manifest_path.removeprefix("file://")).exists() for m in manifests)

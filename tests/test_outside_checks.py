@@ -263,3 +263,25 @@ def test_iceberg_rust_reads_tables_floe_committed(
     # iceberg-rust reads the table as of Floe's first (rebased) commit and as it is now
     assert _engine(first_metadata, TOTALS, BY_CATEGORY, FILTERED) == _expected(written_then)
     assert _engine(table.metadata_location, TOTALS, BY_CATEGORY, FILTERED) == _expected(written_now)
+
+
+def test_iceberg_rust_reads_a_manifest_floe_concatenated(sqlite_catalog: CatalogHandle, tmp_path: Path) -> None:
+    # A fresh table's first job: its task manifests are merged by concatenating their Avro blocks
+    # (app/iceberg/manifest_concat.py), a file no pyiceberg writer produced; another engine must read it.
+    _engine_available()
+    cat = sqlite_catalog.catalog
+    table = make_table(
+        cat, "ns.concat", partitioned=True,
+        properties={"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "20"},
+    )
+    parts = [rows(7 * i, 7) for i in range(60)]
+    snapshot = begin_distributed_snapshot(table)
+    manifests = [
+        write_task_manifest(snapshot, table, [write_csv(tmp_path / f"c{i}.csv", part)], f"c{i}")
+        for i, part in enumerate(parts)
+    ]
+    commit_distributed_snapshot(table, snapshot, manifests)  # type: ignore[arg-type]
+    table = cat.load_table("ns.concat")
+    assert len(table.current_snapshot().manifests(table.io)) == 1  # type: ignore[union-attr]
+    written = [r for part in parts for r in part]
+    assert _engine(table.metadata_location, TOTALS, BY_CATEGORY, FILTERED) == _expected(written)

@@ -19,6 +19,8 @@ from pyiceberg.table import Table
 from pyiceberg.utils.bin_packing import ListPacker
 
 from app.errors import InvalidArgument
+from app.iceberg.manifest_concat import NotConcatenable, concat_manifests, concatenable
+from app.iceberg.manifest_reader import read_entries
 
 MERGE_ENABLED = "commit.manifest-merge.enabled"
 MIN_COUNT_TO_MERGE = "commit.manifest.min-count-to-merge"
@@ -95,10 +97,22 @@ def merge_manifests(
             path = table.location_provider().new_metadata_location(
                 f"{name_prefix}-{len(result.written)}.avro"
             )
-            result.manifests.append(_write_merged(table, io, snapshot_id, spec_id, manifest_bin, path))
+            result.manifests.append(_merge_bin(table, io, snapshot_id, spec_id, manifest_bin, path))
             result.written.append(path)
     result.manifests.extend(deletes)
     return result
+
+
+def _merge_bin(
+    table: Table, io: FileIO, snapshot_id: int, spec_id: int, manifests: list[ManifestFile], path: str
+) -> ManifestFile:
+    if concatenable(manifests, snapshot_id):
+        try:
+            metadata = table.metadata
+            return concat_manifests(io, manifests, path, metadata.specs()[spec_id], metadata.schema())
+        except NotConcatenable:
+            pass
+    return _write_merged(table, io, snapshot_id, spec_id, manifests, path)
 
 
 def _write_merged(
@@ -115,7 +129,7 @@ def _write_merged(
     )
     with writer:
         for manifest in manifests:
-            for entry in manifest.fetch_manifest_entry(io, discard_deleted=False):
+            for entry in read_entries(manifest, io, discard_deleted=False):
                 if entry.status == ManifestEntryStatus.DELETED:
                     if entry.snapshot_id == snapshot_id:
                         writer.delete(entry)
