@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+import redis
 
 from app.errors import SourceError
 from app.jobs.model import OPEN_STATES, TaskSpec
@@ -14,22 +18,43 @@ from workers.paths import resolve_sources
 
 log = logging.getLogger("floe.worker")
 PROGRESS_EVERY_SECONDS = 2.0
+# How long a task waits for Redis to come back before giving up. Retrying through Celery instead
+# would need the broker (the same Redis) to publish the retry: during an outage Celery rejects the
+# message, which then sits unacknowledged until the visibility timeout (found by chaos/redis_sigkill).
+REDIS_OUTAGE_BUDGET_SECONDS = 300.0
+T = TypeVar("T")
+
+
+def through_outage(fn: Callable[[], T], what: str, budget: float = REDIS_OUTAGE_BUDGET_SECONDS) -> T:
+    """Call ``fn``, retrying with backoff while Redis is unreachable (up to ``budget`` seconds)."""
+    deadline = time.monotonic() + budget
+    delay = 0.25
+    while True:
+        try:
+            return fn()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("Redis unreachable during %s (%s); retrying in %.2fs", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def run_ingest(service: JobService, job_id: str, task_id: str, data_base: Path | None) -> str:
     """Run one task; returns what happened (accepted, duplicate, late, already-recorded, skipped: ...)."""
-    job = service.store.get(job_id)
+    store = service.store
+    job = through_outage(lambda: store.get(job_id), "reading the job")
     if job is None:
         log.warning("task for unknown job ignored", extra={"job_id": job_id, "task_id": task_id})
         return "skipped: unknown job"
     if job.state not in OPEN_STATES:
         return f"skipped: job is {job.state.value}"
-    if service.store.manifest(job_id, task_id) is not None:
+    if through_outage(lambda: store.manifest(job_id, task_id), "reading the manifest") is not None:
         # The seed's worker cache: a redelivered or repeated task re-reports what is recorded.
         return "already-recorded"
     if data_base is None:
         raise SourceError("WORKER_DATA_BASE is not set on this worker host")
-    spec = service.store.task(job_id, task_id) or TaskSpec(task_id)
+    spec = through_outage(lambda: store.task(job_id, task_id), "reading the task") or TaskSpec(task_id)
     paths = resolve_sources(data_base, task_id, spec.paths)
     table = service.load_table(job.table)
     last = [time.monotonic()]
@@ -38,7 +63,10 @@ def run_ingest(service: JobService, job_id: str, task_id: str, data_base: Path |
         now = time.monotonic()
         if now - last[0] >= PROGRESS_EVERY_SECONDS:
             last[0] = now
-            service.store.touch(job_id)
+            try:
+                store.touch(job_id)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("progress not reported, Redis unreachable: %s", exc, extra={"job_id": job_id})
 
     descriptor = write_task_manifest(
         job.snapshot,
@@ -46,9 +74,11 @@ def run_ingest(service: JobService, job_id: str, task_id: str, data_base: Path |
         paths,
         task_id,
         on_batch=progress,
-        on_file=lambda path: service.store.journal_file(job_id, path),
+        on_file=lambda path: through_outage(lambda: store.journal_file(job_id, path), "journaling a file"),
     )
-    result = service.record_manifest(job_id, task_id, descriptor, table)
+    result = through_outage(
+        lambda: service.record_manifest(job_id, task_id, descriptor, table), "recording the manifest"
+    )
     log.info(
         "task %s",
         result.status,

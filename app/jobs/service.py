@@ -157,7 +157,14 @@ class JobService:
         if result.accepted:
             job = self.store.require(job_id)
             if job.auto_commit and job.ready_to_commit:
-                self.queue.send_commit(job_id)
+                try:
+                    self.queue.send_commit(job_id)
+                except Exception as exc:  # noqa: BLE001 - the beat auto-committer commits it instead
+                    log.warning(
+                        "could not enqueue the commit (%s); the auto-committer will",
+                        exc,
+                        extra={"job_id": job_id},
+                    )
         return result
 
     def task_failed(self, job_id: str, task_id: str, reason: str, permanent: bool) -> None:
