@@ -47,3 +47,30 @@ protos: install
 
 clean:
 	rm -rf .floe .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (issue 8): Floe against the Parquet floor, pyiceberg and Daft; see BENCHMARKS.md.
+.PHONY: bench bench-quick
+
+bench-quick: install
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m bench.run --quick
+
+bench: install
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m bench.run --full
+
+# The fault matrix (chaos/, RELIABILITY.md): each worker host in its own network namespace, real
+# faults, every row counted. Needs root. RUNS=N repeats it (default 3); the table is printed and
+# written into RELIABILITY.md.
+RUNS ?= 3
+.PHONY: chaos
+chaos: install
+	$(BIN)/python -m chaos.run --runs $(RUNS) --update-doc RELIABILITY.md
+
+# Load (issue 6): 20 concurrent jobs x 50 tasks over 3 hosts on a real local stack while status is
+# polled as fast as it goes; p50/p99 of GetJobStatus and StartJob, every job committed exactly once.
+# Writes bench/results/load.json and prints a table (LOAD_ARGS="--pollers 16" to change the load).
+LOAD_ARGS ?=
+.PHONY: load
+load: install
+	$(BIN)/python -m bench.load $(LOAD_ARGS)

@@ -41,6 +41,8 @@ def validate_identifier(namespace: str, table: str) -> None:
         raise InvalidArgument("table.table is required (the table's name)")
     if not namespace:
         raise InvalidArgument("table.namespace is required")
+    if any(not part.strip() for part in namespace.split(".")):
+        raise InvalidArgument(f"table.namespace={namespace[:80]!r} has an empty level")
     for label, value in (("table.namespace", namespace), ("table.table", table)):
         if len(value) > 255 or any(ord(c) < 32 for c in value) or value != value.strip():
             raise InvalidArgument(f"{label}={value!r} is not a valid identifier")

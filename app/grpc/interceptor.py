@@ -23,8 +23,35 @@ def _abort_for(exc: BaseException, context: grpc.ServicerContext, method: str) -
     context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); the server log has the details")
 
 
+class _Undecodable:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _safe(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """grpc turns a deserializer's exception into INTERNAL; hand the handler a marker instead."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is the caller's bad input
+            return _Undecodable(str(exc) or type(exc).__name__)
+
+    return deserialize
+
+
+def _refuse_undecodable(request: Any, context: grpc.ServicerContext, method: str) -> None:
+    if isinstance(request, _Undecodable):
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {method} message: {request.reason}"
+        )
+
+
 def _wrap_unary(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        _refuse_undecodable(request, context, method)
         try:
             return fn(request, context)
         except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
@@ -37,6 +64,7 @@ def _wrap_unary(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
 
 def _wrap_stream(fn: Callable[..., Iterator[Any]], method: str) -> Callable[..., Iterator[Any]]:
     def handler(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        _refuse_undecodable(request, context, method)
         try:
             yield from fn(request, context)
         except Exception as exc:  # noqa: BLE001
@@ -65,13 +93,13 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_safe(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_safe(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler

@@ -20,6 +20,36 @@ def _unb64(value: str | None) -> bytes | None:
     return base64.b64decode(value) if value is not None else None
 
 
+MAX_COUNT = 2**53  # counts are summed in Redis (int64) and in JSON numbers: keep far below overflow
+
+
+def _int64(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
+        raise ValueError(f"{value!r} is not a 64-bit integer")
+    return value
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_COUNT:
+        raise ValueError(f"{value!r} is not a count (an integer from 0 to 2^53)")
+    return value
+
+
+def _path(value: object) -> str:
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ValueError(f"{value!r} is not a file location")
+    return value
+
+
+def _bound(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"partition bound {value!r} is not base64 text")
+    base64.b64decode(value, validate=True)
+    return value
+
+
 @dataclass(frozen=True)
 class PartitionMetrics:
     """Added files, records and bytes in one partition (keyed by its path, '' when unpartitioned)."""
@@ -116,32 +146,32 @@ class ManifestDescriptor:
     def from_dict(cls, data: dict[str, Any]) -> ManifestDescriptor:
         try:
             metrics = {
-                str(k): PartitionMetrics(int(v["files"]), int(v["records"]), int(v["bytes"]))
+                str(k): PartitionMetrics(_count(v["files"]), _count(v["records"]), _count(v["bytes"]))
                 for k, v in (data.get("partition_metrics") or {}).items()
             }
             return cls(
                 task_id=str(data["task_id"]),
-                snapshot_id=int(data["snapshot_id"]),
+                snapshot_id=_int64(data["snapshot_id"]),
                 commit_uuid=str(data["commit_uuid"]),
-                manifest_path=str(data["manifest_path"]),
-                manifest_length=int(data["manifest_length"]),
-                partition_spec_id=int(data["partition_spec_id"]),
-                added_files_count=int(data["added_files_count"]),
-                added_rows_count=int(data["added_rows_count"]),
-                added_bytes=int(data["added_bytes"]),
+                manifest_path=_path(data["manifest_path"]),
+                manifest_length=_count(data["manifest_length"]),
+                partition_spec_id=_count(data["partition_spec_id"]),
+                added_files_count=_count(data["added_files_count"]),
+                added_rows_count=_count(data["added_rows_count"]),
+                added_bytes=_count(data["added_bytes"]),
                 partitions=[
                     {
                         "contains_null": bool(p["contains_null"]),
                         "contains_nan": None if p.get("contains_nan") is None else bool(p["contains_nan"]),
-                        "lower_bound": p.get("lower_bound"),
-                        "upper_bound": p.get("upper_bound"),
+                        "lower_bound": _bound(p.get("lower_bound")),
+                        "upper_bound": _bound(p.get("upper_bound")),
                     }
                     for p in data["partitions"]
                 ],
-                data_files=[str(p) for p in data["data_files"]],
+                data_files=[_path(p) for p in data["data_files"]],
                 partition_metrics=metrics,
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise InvalidArgument(f"not a valid manifest description: missing or wrong field {exc}") from None
 
     @classmethod

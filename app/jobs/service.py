@@ -36,6 +36,15 @@ class TaskQueue(Protocol):
 TableLoader = Callable[[TableRef], Table]
 
 
+def _delete_quietly(table: Table, path: str) -> None:
+    try:
+        table.io.delete(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not delete %s: %s", path, exc)
+
+
 class JobService:
     def __init__(self, store: JobStore, queue: TaskQueue, load_table: TableLoader) -> None:
         self.store = store
@@ -146,14 +155,19 @@ class JobService:
             )
         if descriptor is not None and descriptor.task_id != task_id:
             raise InvalidArgument(f"manifest describes task {descriptor.task_id!r}, not {task_id!r}")
+        if descriptor is not None:
+            table = table or self.load_table(job.table)
+            self._check_files(table, descriptor)
         result = self.store.record_manifest(job_id, task_id, descriptor)
         if not result.accepted and descriptor is not None:
+            # A loser deletes what it wrote, never a file the recorded winner references.
             recorded = self.store.manifest(job_id, task_id)
-            if (
-                not recorded
-                or ManifestDescriptor.from_json(recorded).manifest_path != descriptor.manifest_path
-            ):
-                self._delete_files(table or self.load_table(job.table), [descriptor])
+            winner = ManifestDescriptor.from_json(recorded) if recorded else None
+            keep = {winner.manifest_path, *winner.data_files} if winner else set()
+            loaded = table or self.load_table(job.table)
+            for path in (*descriptor.data_files, descriptor.manifest_path):
+                if path not in keep:
+                    _delete_quietly(loaded, path)
         if result.accepted:
             job = self.store.require(job_id)
             if job.auto_commit and job.ready_to_commit:
@@ -166,6 +180,19 @@ class JobService:
                         extra={"job_id": job_id},
                     )
         return result
+
+    @staticmethod
+    def _check_files(table: Table, descriptor: ManifestDescriptor) -> None:
+        """A description may only name files inside the table's location, and its manifest must exist:
+        the coordinator deletes a losing report's files and commits a winner's manifest."""
+        root = table.location().rstrip("/") + "/"
+        for path in (descriptor.manifest_path, *descriptor.data_files):
+            if not path.startswith(root) or "/../" in path[len(root) - 1 :]:
+                raise InvalidArgument(
+                    f"manifest description names {path}, outside the table's location {root}"
+                )
+        if not table.io.new_input(descriptor.manifest_path).exists():
+            raise InvalidArgument(f"manifest {descriptor.manifest_path} does not exist")
 
     def task_failed(self, job_id: str, task_id: str, reason: str, permanent: bool) -> None:
         if not self.store.task_failed(job_id, task_id, reason):
@@ -247,6 +274,16 @@ class JobService:
         self._delete_orphans(job_id, table, manifests)
         log.info("job committed", extra={"job_id": job_id, "snapshot_id": snapshot_id})
         return self.store.require(job_id), False
+
+    def _complete_if_committed(self, job: Job) -> None:
+        try:
+            table = self.load_table(job.table)
+        except NotFound:
+            return
+        done = find_committed(table, job.snapshot, job.job_id)
+        if done is not None and self.store.complete(job.job_id, done.snapshot_id):
+            log.info("completed a commit whose committer died", extra={"job_id": job.job_id})
+            self._delete_orphans(job.job_id, table, self.store.manifests(job.job_id))
 
     # --- ending badly ---------------------------------------------------------------------------
 
@@ -347,7 +384,11 @@ class JobService:
             job = self.store.get(job_id)
             if job is None:
                 continue
-            resume = job.state == JobState.COMMITTING and not self.store.commit_locked(job_id)
+            if job.state == JobState.COMMITTING and self.store.commit_locked(job_id):
+                # A committer may have died holding the lock after its catalog call: the table says.
+                self._complete_if_committed(job)
+                continue
+            resume = job.state == JobState.COMMITTING
             if (job.state in OPEN_STATES and job.auto_commit and job.ready_to_commit) or resume:
                 try:
                     self.commit(job_id)

@@ -21,7 +21,7 @@ MAX_TEXT = 256
 def check_id(value: str, label: str) -> str:
     if not value:
         raise InvalidArgument(f"{label} is required")
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise InvalidArgument(
             f"{label}={value[:80]!r} is not a valid id: use 1-128 letters, digits, '.', '_', ':' or '-', "
             "starting with a letter or digit"
@@ -32,7 +32,7 @@ def check_id(value: str, label: str) -> str:
 def check_job_id(value: str, label: str = "job_id") -> str:
     if not value:
         raise InvalidArgument(f"{label} is required")
-    if not _JOB_ID.match(value):
+    if not _JOB_ID.fullmatch(value):
         raise InvalidArgument(f"{label}={value[:80]!r} is not a job id (32 lowercase hex characters)")
     return value
 
@@ -59,6 +59,8 @@ def check_table(table: TableRef | None) -> TableRef:
         raise InvalidArgument("table.table is required")
     if not table.namespace:
         raise InvalidArgument("table.namespace is required")
+    if any(not part.strip() for part in table.namespace.split(".")):
+        raise InvalidArgument(f"table.namespace={table.namespace[:80]!r} has an empty level")
     for label, value in (
         ("table.catalog", table.catalog),
         ("table.namespace", table.namespace),

@@ -1,0 +1,151 @@
+"""The chaos table, its source files and reading it back (rows, distinct ids, snapshots, leftover files)."""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from pyiceberg.catalog import Catalog
+from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.transforms import IdentityTransform
+from pyiceberg.types import DoubleType, LongType, NestedField, StringType, TimestampType
+
+SCHEMA = Schema(
+    NestedField(1, "id", LongType(), required=True),
+    NestedField(2, "name", StringType(), required=False),
+    NestedField(3, "category", StringType(), required=False),
+    NestedField(4, "ts", TimestampType(), required=False),
+    NestedField(5, "amount", DoubleType(), required=False),
+)
+ARROW_SCHEMA = schema_to_pyarrow(SCHEMA)  # what a plain pyiceberg append must be given (id not null)
+BY_CATEGORY = PartitionSpec(
+    PartitionField(source_id=3, field_id=1000, transform=IdentityTransform(), name="category")
+)
+CATEGORIES = ("a", "b", "c")
+JOB_ID_KEY = "floe.job-id"
+BASE_TS_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00
+
+
+def make_table(catalog: Catalog, identifier: str, properties: dict[str, str] | None = None) -> Table:
+    """A table partitioned by category (three partitions), so every task writes several files."""
+    return catalog.create_table(
+        identifier, schema=SCHEMA, partition_spec=BY_CATEGORY, properties=properties or {}
+    )
+
+
+def arrow_rows(start: int, count: int) -> pa.Table:
+    """Rows ``start..start+count-1`` (vectorised: millions of rows in about a second)."""
+    ids = pa.array(range(start, start + count), pa.int64())
+    bucket = pc.subtract(ids, pc.multiply(pc.divide(ids, len(CATEGORIES)), len(CATEGORIES)))
+    return pa.table(
+        {
+            "id": ids,
+            "name": pc.binary_join_element_wise("name-", pc.cast(ids, pa.string()), ""),
+            "category": pc.take(pa.array(CATEGORIES, pa.string()), bucket),
+            "ts": pc.cast(pc.add(pc.multiply(ids, 1_000_000), BASE_TS_US), pa.timestamp("us")),
+            "amount": pc.multiply(pc.cast(ids, pa.float64()), 1.5),
+        }
+    )
+
+
+def write_csv(path: Path, start: int, count: int) -> Path:
+    """``count`` rows with ids ``start..start+count-1`` as CSV (``.csv.gz`` names are gzipped)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = arrow_rows(start, count)
+    if path.name.endswith(".gz"):
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink)
+        path.write_bytes(gzip.compress(sink.getvalue().to_pybytes(), compresslevel=1))
+    else:
+        pacsv.write_csv(table, str(path))
+    return path
+
+
+def truncate_file(path: Path, keep_fraction: float = 0.5) -> Path:
+    """Cut a file short (a partial copy, a full disk): a gzip stream then ends mid-member."""
+    data = path.read_bytes()
+    path.write_bytes(data[: max(1, int(len(data) * keep_fraction))])
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# reading the table back
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TableReport:
+    rows: int
+    distinct_ids: int
+    duplicates: int
+    missing: int  # expected ids not found
+    unexpected: int  # ids found that nobody wrote
+    snapshots_by_job: dict[str, int]  # floe.job-id -> snapshots carrying it
+    other_snapshots: int  # snapshots without a floe.job-id (other writers)
+    data_files: int  # data files referenced by any snapshot
+    leftover_files: list[str] = field(default_factory=list)  # on disk, referenced by no snapshot
+    leftover_manifests: list[str] = field(default_factory=list)  # manifests/lists referenced by no snapshot
+
+    def describe(self) -> str:
+        return (
+            f"rows={self.rows} distinct={self.distinct_ids} duplicates={self.duplicates} "
+            f"missing={self.missing} unexpected={self.unexpected} snapshots_by_job={self.snapshots_by_job} "
+            f"other_snapshots={self.other_snapshots} leftover_files={len(self.leftover_files)} "
+            f"leftover_manifests={len(self.leftover_manifests)}"
+        )
+
+
+def _local(path: str) -> Path:
+    return Path(path.removeprefix("file://"))
+
+
+def read_back(table: Table, expected_ids: set[int] | None = None) -> TableReport:
+    """Count every row of ``table`` and every file under its location."""
+    table = table.catalog.load_table(table.name())
+    ids: list[int] = []
+    if table.metadata.current_snapshot() is not None:
+        ids = table.scan(selected_fields=("id",)).to_arrow().column("id").to_pylist()
+    counts = Counter(ids)
+    duplicates = sum(c - 1 for c in counts.values() if c > 1)
+    found = set(counts)
+    expected = expected_ids if expected_ids is not None else found
+    by_job: Counter[str] = Counter()
+    others = 0
+    referenced_files: set[str] = set()
+    referenced_manifests: set[str] = set()
+    for snap in table.metadata.snapshots:
+        job = snap.summary.get(JOB_ID_KEY) if snap.summary is not None else None
+        if job:
+            by_job[job] += 1
+        else:
+            others += 1
+        referenced_manifests.add(str(_local(snap.manifest_list)))
+        for manifest in snap.manifests(table.io):
+            referenced_manifests.add(str(_local(manifest.manifest_path)))
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+                referenced_files.add(str(_local(entry.data_file.file_path)))
+    location = _local(table.location())
+    on_disk = (
+        {str(p) for p in (location / "data").rglob("*.parquet")} if (location / "data").exists() else set()
+    )
+    avro = {str(p) for p in (location / "metadata").glob("*.avro")}
+    return TableReport(
+        rows=len(ids),
+        distinct_ids=len(found),
+        duplicates=duplicates,
+        missing=len(expected - found),
+        unexpected=len(found - expected),
+        snapshots_by_job=dict(by_job),
+        other_snapshots=others,
+        data_files=len(referenced_files),
+        leftover_files=sorted(on_disk - referenced_files),
+        leftover_manifests=sorted(avro - referenced_manifests),
+    )
