@@ -1,0 +1,224 @@
+"""A warm contender process: imports first, then runs one JSON command per line read on stdin.
+
+``python -m bench.contender floor|pyiceberg|daft`` prints ``{"ready": ...}`` once its libraries are
+imported, then answers every command line with one JSON line. The driver times each command from
+writing the line to reading the answer, so interpreter start-up and imports are never on the clock.
+
+Commands (JSON objects):
+- ``{"op": "floor", "jobs": [{"files": [...], "out_dir": "...", "prefix": "h1"}, ...], "partitioned": b}``:
+  pyarrow alone, one thread per job: read the CSV, write zstd Parquet with the table's settings
+  (one file per job, or one file per partition per job). No Iceberg metadata.
+- ``{"op": "pyiceberg", "catalog": {...}, "table": "ns.t", "files": [...]}``: read every file with
+  pyarrow, then ``table.append()`` once.
+- ``{"op": "daft", "catalog": {...}, "table": "ns.t", "files": [...]}``:
+  ``daft.read_csv(files).write_iceberg(table)``.
+- ``{"op": "exit"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from bench.data import ARROW_SCHEMA, PARQUET_KWARGS, ROW_GROUP_ROWS, csv_read_options
+
+# What Floe's writer uses as its buffer budget; the floor flushes on the same rule.
+FLOOR_BUFFER_BYTES = 256 * 1024 * 1024
+FLOOR_GROUP_BYTES = 128 * 1024 * 1024
+# CSV block size: 1 MiB is as fast as larger blocks without partitions; splitting by partition costs
+# less per row with 16 MiB blocks (fewer, larger pieces), so the floor uses that there (measured).
+FLOOR_BLOCK_BYTES = 1 << 20
+FLOOR_PARTITIONED_BLOCK_BYTES = 16 << 20
+
+
+# --- floor ---------------------------------------------------------------------------------------
+
+
+class _FloorPartition:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.batches: list[pa.RecordBatch] = []
+        self.rows = 0
+        self.nbytes = 0
+        self.writer: pq.ParquetWriter | None = None
+
+    def flush(self) -> int:
+        if not self.batches:
+            return 0
+        table = pa.Table.from_batches(self.batches, schema=ARROW_SCHEMA)
+        freed = self.nbytes
+        self.batches, self.rows, self.nbytes = [], 0, 0
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(str(self.path), ARROW_SCHEMA, **PARQUET_KWARGS)  # type: ignore[arg-type]
+        self.writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        return freed
+
+    def close(self) -> None:
+        self.flush()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _partition_pieces(batch: pa.RecordBatch) -> list[tuple[tuple[Any, Any], pa.RecordBatch]]:
+    """Split a batch by (category, day(ts)) with one sort."""
+    day = pc.divide(pc.cast(batch.column("ts"), pa.int64()), 86_400_000_000)
+    keys = pa.table({"c": batch.column("category"), "d": day})
+    order = pc.sort_indices(keys, sort_keys=[("c", "ascending"), ("d", "ascending")])
+    keys = keys.take(order)
+    c = keys.column("c").combine_chunks()
+    d = keys.column("d").combine_chunks()
+    n = len(c)
+    change = pc.or_(
+        pc.not_equal(c.slice(0, n - 1), c.slice(1)), pc.not_equal(d.slice(0, n - 1), d.slice(1))
+    )
+    starts = [0, *(i + 1 for i in pc.indices_nonzero(pc.fill_null(change, True)).to_pylist()), n]
+    out = []
+    for start, end in zip(starts, starts[1:], strict=False):
+        out.append(((c[start].as_py(), d[start].as_py()), batch.take(order.slice(start, end - start))))
+    return out
+
+
+def floor_job(files: list[str], out_dir: str, prefix: str, partitioned: bool) -> dict[str, Any]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _, convert = csv_read_options()
+    parts: dict[tuple[Any, Any], _FloorPartition] = {}
+    buffered = 0
+    rows = 0
+    for path in files:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(
+                use_threads=True, block_size=FLOOR_PARTITIONED_BLOCK_BYTES if partitioned else FLOOR_BLOCK_BYTES
+            ),
+            convert_options=convert,
+        )
+        for batch in reader:
+            rows += batch.num_rows
+            pieces = _partition_pieces(batch) if partitioned else [((None, None), batch)]
+            for key, piece in pieces:
+                part = parts.get(key)
+                if part is None:
+                    name = f"{prefix}-{len(parts):05d}.parquet"
+                    sub = out if key == (None, None) else out / f"category={key[0]}" / f"ts_day={key[1]}"
+                    sub.mkdir(parents=True, exist_ok=True)
+                    part = parts[key] = _FloorPartition(sub / name)
+                part.batches.append(piece)
+                part.rows += piece.num_rows
+                part.nbytes += piece.nbytes
+                buffered += piece.nbytes
+                if part.rows >= ROW_GROUP_ROWS or part.nbytes >= FLOOR_GROUP_BYTES:
+                    buffered -= part.flush()
+            while buffered > FLOOR_BUFFER_BYTES:
+                buffered -= max(parts.values(), key=lambda p: p.nbytes).flush()
+    for part in parts.values():
+        part.close()
+    return {"rows": rows, "paths": [str(p.path) for p in parts.values() if p.writer is not None]}
+
+
+def run_floor(cmd: dict[str, Any]) -> dict[str, Any]:
+    results: list[dict[str, Any] | BaseException] = [RuntimeError("not run")] * len(cmd["jobs"])
+
+    def work(i: int, job: dict[str, Any]) -> None:
+        try:
+            results[i] = floor_job(job["files"], job["out_dir"], job["prefix"], bool(cmd["partitioned"]))
+        except BaseException as exc:  # noqa: BLE001 - reported to the driver
+            results[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i, job)) for i, job in enumerate(cmd["jobs"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    done = [r for r in results if isinstance(r, dict)]
+    return {"rows": sum(r["rows"] for r in done), "paths": [p for r in done for p in r["paths"]]}
+
+
+# --- pyiceberg and daft --------------------------------------------------------------------------
+
+_catalogs: dict[str, Any] = {}
+
+
+def _table(cmd: dict[str, Any]) -> Any:
+    from pyiceberg.catalog import load_catalog
+
+    props = dict(cmd["catalog"])
+    key = json.dumps(props, sort_keys=True)
+    if key not in _catalogs:
+        _catalogs[key] = load_catalog(props.pop("name"), **props)
+    return _catalogs[key].load_table(cmd["table"])
+
+
+def run_pyiceberg(cmd: dict[str, Any]) -> dict[str, Any]:
+    table = _table(cmd)
+    read, convert = csv_read_options()
+    data = pa.concat_tables([pacsv.read_csv(f, read_options=read, convert_options=convert) for f in cmd["files"]])
+    table.append(data)
+    return {"rows": data.num_rows}
+
+
+def run_daft(cmd: dict[str, Any]) -> dict[str, Any]:
+    import daft
+
+    table = _table(cmd)
+    schema = {f.name: daft.DataType.from_arrow_type(f.type) for f in ARROW_SCHEMA}
+    df = daft.read_csv(cmd["files"], schema=schema, infer_schema=False)
+    df.write_iceberg(table)
+    return {}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process, every thread included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+OPS = {"floor": run_floor, "pyiceberg": run_pyiceberg, "daft": run_daft}
+
+
+def main(argv: list[str]) -> int:
+    kind = argv[0] if argv else "floor"
+    if kind in ("pyiceberg", "daft"):
+        import pyiceberg.catalog.sql  # noqa: F401
+        import pyiceberg.io.pyarrow  # noqa: F401
+        import pyiceberg.table  # noqa: F401
+    if kind == "daft":
+        import daft  # noqa: F401
+    out = sys.stdout
+    out.write(json.dumps({"ready": kind}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        cmd = json.loads(line)
+        if cmd.get("op") == "exit":
+            break
+        started = time.perf_counter()
+        cpu = _cpu_seconds()
+        try:
+            reply: dict[str, Any] = {"ok": True, **OPS[cmd["op"]](cmd)}
+        except Exception as exc:  # noqa: BLE001 - the driver reports it
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
+        reply["inner_s"] = time.perf_counter() - started
+        reply["cpu_s"] = _cpu_seconds() - cpu
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
