@@ -71,11 +71,21 @@ class CeleryTaskQueue:
         self.celery = celery
 
     def send_ingest(self, job_id: str, task: object) -> str:
+        return self.send_ingest_many(job_id, [task])[0]
+
+    def send_ingest_many(self, job_id: str, tasks: list[object]) -> list[str]:
+        """Publish one message per task through one producer (one connection checkout per job)."""
         from app.jobs.model import TaskSpec
 
-        assert isinstance(task, TaskSpec)
-        result = self.celery.send_task(INGEST_TASK, args=[job_id, task.task_id], queue=task.queue)
-        return str(result.id)
+        ids = []
+        with self.celery.producer_or_acquire() as producer:
+            for task in tasks:
+                assert isinstance(task, TaskSpec)
+                result = self.celery.send_task(
+                    INGEST_TASK, args=[job_id, task.task_id], queue=task.queue, producer=producer
+                )
+                ids.append(str(result.id))
+        return ids
 
     def send_commit(self, job_id: str) -> None:
         self.celery.send_task(COMMIT_TASK, args=[job_id], queue="control")

@@ -90,8 +90,16 @@ class JobService:
     def _ensure_enqueued(self, job: Job) -> None:
         if job.enqueued or job.state not in OPEN_STATES:
             return
-        ids = [self.queue.send_ingest(job.job_id, task) for task in self.store.tasks(job.job_id)]
+        ids = self._send(job.job_id, self.store.tasks(job.job_id))
         self.store.mark_enqueued(job.job_id, ids)
+
+    def _send(self, job_id: str, tasks: list[TaskSpec]) -> list[str]:
+        if not tasks:
+            return []
+        many = getattr(self.queue, "send_ingest_many", None)
+        if many is not None:
+            return list(many(job_id, tasks))
+        return [self.queue.send_ingest(job_id, t) for t in tasks]
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -135,7 +143,7 @@ class JobService:
         state, added = self.store.register_tasks(job_id, specs)
         if state not in (JobState.PENDING.value, JobState.RUNNING.value):
             raise FailedPrecondition(f"job {job_id} is {state}: it takes no more tasks")
-        ids = [self.queue.send_ingest(job_id, s) for s in specs if s.task_id in added]
+        ids = self._send(job_id, [s for s in specs if s.task_id in added])
         if ids:
             self.store.mark_enqueued(job_id, ids)
         return added, [s.task_id for s in specs if s.task_id not in added]
