@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test lint typecheck unit demo protos clean
+.PHONY: install runtime test lint unit demo protos clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Floe needs Python 3.10+") if sys.version_info < (3, 10) else None'
@@ -15,6 +15,19 @@ $(STAMP): pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+# The demo needs only Floe itself (no test or benchmark tools): a lighter install on a fresh machine.
+RUNTIME_STAMP := $(VENV)/.runtime-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+$(RUNTIME_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Floe needs Python 3.10+") if sys.version_info < (3, 10) else None'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	rm -f $(VENV)/.runtime-*
+	touch $@
+
+runtime: $(RUNTIME_STAMP)
 
 # The Node client of the outside checks (tests/test_outside_checks.py): reinstalled only when
 # tests/js/node_modules is missing or package-lock.json changed (npm ci empties node_modules first).
@@ -39,7 +52,7 @@ test: lint js-deps
 unit: install
 	$(BIN)/pytest -q -m "not integration"
 
-demo: install
+demo: runtime
 	$(BIN)/floe demo
 
 protos: install
