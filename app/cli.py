@@ -143,8 +143,7 @@ def cmd_beat(_args: argparse.Namespace) -> int:
 
 def cmd_flower(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "celery", "-A", "app.celery_app", "flower", f"--port={args.port}"]
-    if auth := os.environ.get("FLOWER_BASIC_AUTH"):
-        argv.append(f"--basic-auth={auth}")
+    # Flower reads FLOWER_BASIC_AUTH from its environment: never put it on a command line (ps shows it).
     return subprocess.call(argv)
 
 
