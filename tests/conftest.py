@@ -88,3 +88,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_server: object) -> Iterator[object]:
+    """A real Floe cluster (tests.system.Cluster) on the test's redis-server, namespace ``demo`` made."""
+    from tests.system import Cluster
+
+    c = Cluster(tmp_path / "floe", redis_server.url)  # type: ignore[attr-defined]
+    c.catalog.create_namespace("demo")
+    try:
+        yield c
+    finally:
+        c.stop_all()

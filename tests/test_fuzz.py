@@ -51,11 +51,12 @@ from app.errors import NotFound
 from app.grpc.coordinator import CoordinatorServicer
 from app.grpc.server import create_server
 from app.iceberg import ManifestDescriptor
-from app.jobs.model import TableRef, TaskSpec
+from app.jobs.model import TableRef
 from app.jobs.service import JobService
 from app.jobs.store import JobStore
 from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc, worker_pb2, worker_pb2_grpc
 from app.security import TransportSecurity
+from tests.recording_queue import RecordingQueue
 from tests.tables import make_table, rows, write_csv
 from workers.facade import WorkerServicer
 from workers.ingest import write_task_manifest
@@ -85,23 +86,6 @@ FUZZ = settings(
 # --------------------------------------------------------------------------------------------
 # the server (as in tests/test_grpc_api.py) and the golden job
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RecordingQueue:
-    sent: list[tuple[str, str, str]] = field(default_factory=list)
-    commits: list[str] = field(default_factory=list)
-    revoked: list[str] = field(default_factory=list)
-
-    def send_ingest(self, job_id: str, task: TaskSpec) -> str:
-        self.sent.append((job_id, task.task_id, task.queue))
-        return f"celery-{len(self.sent)}"
-
-    def send_commit(self, job_id: str) -> None:
-        self.commits.append(job_id)
-
-    def revoke(self, celery_ids: list[str]) -> None:
-        self.revoked.extend(celery_ids)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -21,33 +21,17 @@ from app.catalog import load_table
 from app.errors import NotFound
 from app.grpc.coordinator import CoordinatorServicer
 from app.grpc.server import create_server
-from app.jobs.model import TableRef, TaskSpec
+from app.jobs.model import TableRef
 from app.jobs.service import JobService
 from app.jobs.store import JobStore
 from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc, worker_pb2, worker_pb2_grpc
+from tests.recording_queue import RecordingQueue
 from tests.tables import make_table
 from workers.facade import WorkerServicer
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
-
-
-@dataclass
-class RecordingQueue:
-    sent: list[tuple[str, str, str]] = field(default_factory=list)
-    commits: list[str] = field(default_factory=list)
-    revoked: list[str] = field(default_factory=list)
-
-    def send_ingest(self, job_id: str, task: TaskSpec) -> str:
-        self.sent.append((job_id, task.task_id, task.queue))
-        return f"celery-{len(self.sent)}"
-
-    def send_commit(self, job_id: str) -> None:
-        self.commits.append(job_id)
-
-    def revoke(self, celery_ids: list[str]) -> None:
-        self.revoked.extend(celery_ids)
 
 
 @dataclass

@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +48,6 @@ def _require(missing: str | None, fix: str) -> None:
 
 
 # --- 1. a Node.js client that knows the coordinator only through reflection -----------------------
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, redis_server: object) -> Iterator[Cluster]:
-    c = Cluster(tmp_path / "floe", redis_server.url)  # type: ignore[attr-defined]
-    c.catalog.create_namespace("demo")
-    try:
-        yield c
-    finally:
-        c.stop_all()
 
 
 def _node() -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -16,16 +15,6 @@ from tests.system import Cluster, wait_until
 from tests.tables import make_table, read_ids, rows, write_big_csv, write_csv, write_jsonl, write_parquet
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, redis_server: object) -> Iterator[Cluster]:
-    c = Cluster(tmp_path / "floe", redis_server.url)  # type: ignore[attr-defined]
-    c.catalog.create_namespace("demo")
-    try:
-        yield c
-    finally:
-        c.stop_all()
 
 
 def data_files(root: Path) -> list[Path]:

@@ -1,0 +1,25 @@
+"""The Celery boundary recorded instead of published: for tests of the gRPC edge and the job service
+where no worker is needed (tests/test_system.py runs the real queue)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.jobs.model import TaskSpec
+
+
+@dataclass
+class RecordingQueue:
+    sent: list[tuple[str, str, str]] = field(default_factory=list)
+    commits: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
+
+    def send_ingest(self, job_id: str, task: TaskSpec) -> str:
+        self.sent.append((job_id, task.task_id, task.queue))
+        return f"celery-{len(self.sent)}"
+
+    def send_commit(self, job_id: str) -> None:
+        self.commits.append(job_id)
+
+    def revoke(self, celery_ids: list[str]) -> None:
+        self.revoked.extend(celery_ids)
