@@ -12,6 +12,7 @@ from pyiceberg.table import Table
 from app.errors import FailedPrecondition, SourceError
 from app.iceberg import DistributedSnapshot, ManifestDescriptor, check_writable
 from app.iceberg.descriptor import PartitionMetrics
+from app.iceberg.files import delete_quietly
 from workers.datafiles import DataFileWriter, new_write_prefix
 from workers.sources import read_source, source_format
 
@@ -112,7 +113,7 @@ def write_task_manifest(
         manifest = manifest_writer.to_manifest_file()
     except BaseException:
         for path in {*writer.abort(), *written}:
-            _delete_quietly(table, path)
+            delete_quietly(table.io, [path])
         raise
     metrics: dict[str, PartitionMetrics] = {}
     if not spec.is_unpartitioned():
@@ -130,18 +131,3 @@ def write_task_manifest(
         added_bytes=sum(d.file_size_in_bytes for d in data_files),
         partition_metrics=metrics,
     )
-
-
-def delete_task_files(table: Table, descriptor: ManifestDescriptor) -> None:
-    """Delete a manifest and its data files (a first-writer-wins loser, or a failed job's files)."""
-    for path in [*descriptor.data_files, descriptor.manifest_path]:
-        _delete_quietly(table, path)
-
-
-def _delete_quietly(table: Table, path: str) -> None:
-    try:
-        table.io.delete(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("could not delete %s: %s", path, exc)

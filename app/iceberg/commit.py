@@ -30,6 +30,7 @@ from pyiceberg.table.update import (
 
 from app.errors import CommitConflict, CommitStateUnknown, FailedPrecondition, InvalidArgument
 from app.iceberg.descriptor import ManifestDescriptor
+from app.iceberg.files import delete_quietly
 from app.iceberg.merge import MergePolicy, merge_manifests
 from app.iceberg.snapshot import DistributedSnapshot, check_writable
 from app.iceberg.summary import COMMIT_UUID_KEY, JOB_ID_KEY, build_summary, check_extra_properties
@@ -264,10 +265,10 @@ def _attempt(
         )
     except CommitFailedException:
         # The catalog refused this attempt: its manifest list and merged manifests are ours alone.
-        _delete_quietly(io, [list_path, *merged.written])
+        delete_quietly(io, [list_path, *merged.written])
         raise
     merged_away = {m.manifest_path for m in manifests} - {m.manifest_path for m in merged.manifests}
-    _delete_quietly(io, sorted(merged_away))
+    delete_quietly(io, sorted(merged_away))
     return snapshot.snapshot_id
 
 
@@ -280,14 +281,4 @@ def _delete_unreferenced(table: Table, committed: Snapshot, manifests: list[Mani
             "cannot read manifest list of snapshot %s; keeping worker manifests", committed.snapshot_id
         )
         return
-    _delete_quietly(table.io, sorted({m.manifest_path for m in manifests} - referenced))
-
-
-def _delete_quietly(io: object, paths: list[str]) -> None:
-    for path in paths:
-        try:
-            io.delete(path)  # type: ignore[attr-defined]
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("could not delete %s: %s", path, exc)
+    delete_quietly(table.io, sorted({m.manifest_path for m in manifests} - referenced))

@@ -14,6 +14,7 @@ from app import keys
 from app.errors import FailedPrecondition, InvalidArgument, NotFound, PermanentError
 from app.iceberg import ManifestDescriptor, begin_distributed_snapshot, commit_distributed_snapshot
 from app.iceberg.commit import find_committed
+from app.iceberg.files import delete_quietly
 from app.iceberg.manifest_reader import read_entries
 from app.jobs.model import OPEN_STATES, Job, JobState, TableRef, TaskSpec
 from app.jobs.store import JobStore, RecordResult
@@ -36,15 +37,6 @@ class TaskQueue(Protocol):
 
 
 TableLoader = Callable[[TableRef], Table]
-
-
-def _delete_quietly(table: Table, path: str) -> None:
-    try:
-        table.io.delete(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("could not delete %s: %s", path, exc)
 
 
 class JobService:
@@ -179,7 +171,7 @@ class JobService:
             loaded = table or self.load_table(job.table)
             for path in (*descriptor.data_files, descriptor.manifest_path):
                 if path in journaled and path not in keep:
-                    _delete_quietly(loaded, path)
+                    delete_quietly(loaded.io, [path])
         if result.accepted:
             job = self.store.require(job_id)
             if job.auto_commit and job.ready_to_commit:
@@ -379,21 +371,11 @@ class JobService:
         """Delete journaled files (started by any attempt of any task) that ``kept`` does not reference:
         what a killed or losing attempt left behind."""
         referenced = {p for m in kept for p in (*m.data_files, m.manifest_path)}
-        orphans = sorted(self.store.journaled_files(job_id) - referenced)
-        for path in orphans:
-            try:
-                table.io.delete(path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log.warning("could not delete orphan %s: %s", path, exc, extra={"job_id": job_id})
+        delete_quietly(table.io, sorted(self.store.journaled_files(job_id) - referenced))
 
     @staticmethod
     def _delete_files(table: Table, manifests: list[ManifestDescriptor]) -> None:
-        from workers.ingest import delete_task_files
-
-        for m in manifests:
-            delete_task_files(table, m)
+        delete_quietly(table.io, [p for m in manifests for p in (*m.data_files, m.manifest_path)])
 
     # --- beat: the watchdog and the auto-committer ----------------------------------------------
 
