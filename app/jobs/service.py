@@ -175,15 +175,28 @@ class JobService:
         if result.accepted:
             job = self.store.require(job_id)
             if job.auto_commit and job.ready_to_commit:
-                try:
-                    self.queue.send_commit(job_id)
-                except Exception as exc:  # noqa: BLE001 - the beat auto-committer commits it instead
-                    log.warning(
-                        "could not enqueue the commit (%s); the auto-committer will",
-                        exc,
-                        extra={"job_id": job_id},
-                    )
+                self._commit_now(job_id)
         return result
+
+    def _commit_now(self, job_id: str) -> None:
+        """The last manifest is in: commit here and now (no queue hop). Whatever goes wrong is left to
+        a queued commit task and to the beat auto-committer; it never fails the caller."""
+        try:
+            self.commit(job_id)
+        except FailedPrecondition as exc:
+            log.info("commit left to another committer: %s", exc, extra={"job_id": job_id})
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning(
+                "commit after the last manifest failed (%s); queueing it", exc, extra={"job_id": job_id}
+            )
+            try:
+                self.queue.send_commit(job_id)
+            except Exception as send_exc:  # noqa: BLE001
+                log.warning(
+                    "could not queue the commit (%s); the auto-committer will",
+                    send_exc,
+                    extra={"job_id": job_id},
+                )
 
     @staticmethod
     def _check_files(table: Table, descriptor: ManifestDescriptor) -> None:
