@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from app.errors import ConfigError
 
@@ -64,7 +63,6 @@ class Settings:
     visibility_timeout_seconds: int
     watchdog_interval_seconds: int
     metrics_port: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

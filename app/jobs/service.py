@@ -296,6 +296,8 @@ class JobService:
         manifests = self.store.manifests(job_id)
         if not manifests:
             self.store.complete(job_id, None)
+            if self.store.journaled_files(job_id):  # an attempt that died before finding no rows
+                self._delete_orphans(job_id, self.load_table(job.table), [])
             log.info("job completed with no rows", extra={"job_id": job_id})
             return self.store.require(job_id), False
         table = self.load_table(job.table)
