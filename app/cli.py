@@ -38,8 +38,10 @@ def cmd_coordinator(_args: argparse.Namespace) -> int:
     settings = get_settings()
     service = get_service()
 
+    servicer = CoordinatorServicer(service)
+
     def register(server: object) -> str:
-        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(service), server)
+        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)
         return "api.Coordinator"
 
     server, port = create_server(settings.coordinator_address, [register])
@@ -47,7 +49,10 @@ def cmd_coordinator(_args: argparse.Namespace) -> int:
         from app.metrics import start_metrics_server
 
         start_metrics_server(service.store, settings.metrics_port)
-    serve_until_signalled(server, "coordinator", port)
+    try:
+        serve_until_signalled(server, "coordinator", port)
+    finally:
+        servicer.close()
     return 0
 
 

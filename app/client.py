@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
+
 from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from app.security import TransportSecurity
+
+TERMINAL_STATES = frozenset({common_pb2.COMPLETED, common_pb2.FAILED, common_pb2.CANCELLED})
 
 
 def default_target() -> str:
@@ -89,3 +94,29 @@ class CoordinatorClient:
 
     def watch(self, job_id: str, timeout: float | None = None) -> Iterator[common_pb2.JobStatus]:
         yield from self.stub.WatchJob(coordinator_pb2.WatchJobRequest(job_id=job_id), timeout=timeout)
+
+    def wait(self, job_id: str, timeout: float | None = None, poll_seconds: float = 1.0) -> common_pb2.JobStatus:
+        """Block until the job finishes and return its final status.
+
+        Follows WatchJob (the coordinator pushes every change); if the coordinator has no watch
+        slot free, or the stream breaks, it polls GetJobStatus every ``poll_seconds`` instead.
+        ``timeout`` bounds the whole wait (TimeoutError when it runs out).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        status = None
+        try:
+            for status in self.watch(job_id, timeout=timeout):
+                if status.state in TERMINAL_STATES:
+                    return status
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise TimeoutError(f"job {job_id} did not finish within {timeout:.0f}s") from exc
+            if exc.code() not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+                raise
+        while True:
+            status = self.status(job_id)
+            if status.state in TERMINAL_STATES:
+                return status
+            if deadline is not None and time.monotonic() + poll_seconds > deadline:
+                raise TimeoutError(f"job {job_id} did not finish within {timeout:.0f}s")
+            time.sleep(poll_seconds)

@@ -9,10 +9,9 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
+from app.client import TERMINAL_STATES
 from app.errors import InvalidArgument
 from app.proto_gen.api import common_pb2
-
-TERMINAL = {common_pb2.COMPLETED, common_pb2.FAILED, common_pb2.CANCELLED}
 
 
 def _print(message: Any) -> None:
@@ -65,7 +64,7 @@ def watch(client: Any, job_id: str, out: Any = sys.stderr) -> common_pb2.JobStat
         last = status
         out.write("\r" + progress_line(status))
         out.flush()
-        if status.state in TERMINAL:
+        if status.state in TERMINAL_STATES:
             break
     out.write("\n")
     assert last is not None

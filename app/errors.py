@@ -68,6 +68,12 @@ class RetryableError(FloeError):
     retryable = True
 
 
+class ResourceExhausted(RetryableError):
+    """A server-side limit is reached (e.g. open WatchJob streams); retry later or use another call."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
 class CommitConflict(RetryableError):
     """Another writer kept moving the table and the commit ran out of retries."""
 

@@ -8,6 +8,7 @@ JOBS_BY_TIME = f"{PREFIX}:jobs"  # zset: job id -> created_at
 ACTIVE_JOBS = f"{PREFIX}:jobs:active"  # set of job ids not yet finished
 WORKERS = f"{PREFIX}:workers"  # hash: worker id -> last heartbeat (unix seconds)
 METRICS = f"{PREFIX}:metrics"  # hash: counter name -> value (cluster-wide, exported by the coordinator)
+JOB_EVENTS = f"{PREFIX}:job-events"  # pub/sub channel: the id of every job whose version changed
 
 
 def job(job_id: str) -> str:

@@ -13,9 +13,6 @@ from app.proto_gen.api import common_pb2
 from app.stack import LocalStack, free_port, free_port_block
 from bench.procs import clean_env
 
-TERMINAL = {common_pb2.COMPLETED, common_pb2.FAILED, common_pb2.CANCELLED}
-POLL_SECONDS = 0.02
-
 
 class FloeError(RuntimeError):
     pass
@@ -100,14 +97,10 @@ class FloeStack:
         started = time.perf_counter()
         reply = self.client.start_job(namespace, table, requester="bench", tasks=tasks)
         start_rpc = time.perf_counter() - started
-        deadline = started + timeout
-        while True:
-            status = self.client.status(reply.job_id)
-            if status.state in TERMINAL:
-                break
-            if time.perf_counter() > deadline:
-                raise FloeError(f"job {reply.job_id} did not finish within {timeout:.0f}s")
-            time.sleep(POLL_SECONDS)
+        try:
+            status = self.client.wait(reply.job_id, timeout=timeout)  # WatchJob: pushed, not polled
+        except TimeoutError as exc:
+            raise FloeError(str(exc)) from exc
         elapsed = time.perf_counter() - started
         if status.state != common_pb2.COMPLETED:
             raise FloeError(

@@ -163,9 +163,10 @@ def api(tmp_path: Path, redis_server: object) -> Iterator[Api]:
         return load_table(catalog, ref.namespace, ref.table)
 
     service = JobService(JobStore(client, 3600), queue, loader)
+    coordinator = CoordinatorServicer(service)
 
     def reg_coordinator(server: grpc.Server) -> str:
-        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(service), server)
+        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(coordinator, server)
         return "api.Coordinator"
 
     def reg_worker(server: grpc.Server) -> str:
@@ -205,6 +206,7 @@ def api(tmp_path: Path, redis_server: object) -> Iterator[Api]:
     finally:
         channel.close()
         server.stop(0).wait()
+        coordinator.close()
         client.close()
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Iterator
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from app.errors import InvalidArgument, NotFound
+from app.errors import InvalidArgument, NotFound, ResourceExhausted
 from app.grpc.convert import (
     PROTO_TO_STATE,
     job_to_proto,
@@ -17,16 +17,28 @@ from app.grpc.convert import (
     tasks_from_proto,
 )
 from app.iceberg import ManifestDescriptor
+from app.jobs.events import JobEvents
 from app.jobs.service import JobService
 from app.jobs.validation import StartJobInput, check_id, check_job_id
 from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
-WATCH_POLL_SECONDS = 0.2
+# A watcher re-reads the job at least this often, in case a change notification was lost.
+WATCH_FALLBACK_SECONDS = 2.0
+# Each WatchJob stream holds one of the server's threads while it waits: at most this many at once,
+# so watchers can never starve the other RPCs of threads.
+DEFAULT_MAX_WATCHES = 16
 
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
-    def __init__(self, service: JobService) -> None:
+    def __init__(self, service: JobService, max_watches: int = DEFAULT_MAX_WATCHES) -> None:
         self.service = service
+        self.events = JobEvents(service.store.r)
+        self.max_watches = max_watches
+        self._watch_slots = threading.BoundedSemaphore(max_watches)
+
+    def close(self) -> None:
+        """Stop the job-change listener (WatchJob streams then fall back to re-reading)."""
+        self.events.close()
 
     def StartJob(
         self, request: coordinator_pb2.StartJobRequest, context: grpc.ServicerContext
@@ -143,12 +155,23 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     def WatchJob(
         self, request: coordinator_pb2.WatchJobRequest, context: grpc.ServicerContext
     ) -> Iterator[common_pb2.JobStatus]:
+        """The job's status now, then again on every change, until it finishes (pushed, not polled)."""
         job = self.service.status(request.job_id)
-        yield job_to_proto(job)
-        version = job.version
-        while not job.state.terminal and context.is_active():
-            time.sleep(WATCH_POLL_SECONDS)
-            job = self.service.status(request.job_id)
-            if job.version != version:
-                version = job.version
+        if not self._watch_slots.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"{self.max_watches} WatchJob streams are open on this coordinator; "
+                "close one or poll GetJobStatus instead"
+            )
+        try:
+            with self.events.watch(job.job_id) as watch:
+                job = self.service.status(job.job_id)  # re-read: a change may precede the watch
                 yield job_to_proto(job)
+                version = job.version
+                while not job.state.terminal and context.is_active():
+                    watch.wait(WATCH_FALLBACK_SECONDS)
+                    job = self.service.status(job.job_id)
+                    if job.version != version:
+                        version = job.version
+                        yield job_to_proto(job)
+        finally:
+            self._watch_slots.release()

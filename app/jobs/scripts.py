@@ -5,6 +5,11 @@ caller. Terminal transitions drop the job from the active set and set the retent
 job's keys (passed as the remaining KEYS).
 """
 
+from app.keys import JOB_EVENTS
+
+# Run right after a script bumps a job's version: wakes the job's watchers (app.jobs.events).
+_PUBLISH = f"redis.call('PUBLISH', '{JOB_EVENTS}', redis.call('HGET', KEYS[1], 'id'))"
+
 # KEYS: job, jobs-by-time, active, idempotency (or ""), tasks
 # ARGV: job_id, fields JSON, created_at, tasks JSON (object task_id -> spec JSON)
 CREATE = """
@@ -46,6 +51,7 @@ if added > 0 then
   redis.call('HINCRBY', KEYS[1], 'tasks_total', added)
   redis.call('HSET', KEYS[1], 'last_progress_at', ARGV[1])
   redis.call('HINCRBY', KEYS[1], 'version', 1)
+""" + _PUBLISH + """
 end
 return out
 """
@@ -70,6 +76,7 @@ redis.call('HINCRBY', KEYS[1], 'bytes', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'files', ARGV[5])
 redis.call('HSET', KEYS[1], 'state', 'RUNNING', 'last_progress_at', ARGV[6])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
+""" + _PUBLISH + """
 redis.call('HINCRBY', KEYS[4], 'manifests_total', 1)
 redis.call('HINCRBY', KEYS[4], 'tasks_done_total', 1)
 redis.call('HINCRBY', KEYS[4], 'rows_written_total', ARGV[3])
@@ -93,6 +100,7 @@ redis.call('HSET', KEYS[1], 'state', ARGV[2])
 local fields = cjson.decode(ARGV[3])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
+""" + _PUBLISH + """
 if ARGV[2] == 'COMPLETED' or ARGV[2] == 'FAILED' or ARGV[2] == 'CANCELLED' then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[4])
   local job_id = redis.call('HGET', KEYS[1], 'id')
@@ -113,6 +121,7 @@ redis.call('HINCRBY', KEYS[1], 'tasks_failed', 1)
 redis.call('HINCRBY', KEYS[3], 'tasks_failed_total', 1)
 redis.call('HSET', KEYS[1], 'last_progress_at', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
+""" + _PUBLISH + """
 return 1
 """
 
