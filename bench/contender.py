@@ -71,21 +71,26 @@ class _FloorPartition:
 
 
 def _partition_pieces(batch: pa.RecordBatch) -> list[tuple[tuple[Any, Any], pa.RecordBatch]]:
-    """Split a batch by (category, day(ts)) with one sort."""
+    """Split a batch by (category, day(ts)) with one sort of one integer key.
+
+    The same technique as Floe's writer (dictionary codes combined into one int64, which Arrow
+    sorts several times faster than a two-column table): the floor must not be slower than Floe
+    for want of a trick pyarrow offers.
+    """
     day = pc.divide(pc.cast(batch.column("ts"), pa.int64()), 86_400_000_000)
-    keys = pa.table({"c": batch.column("category"), "d": day})
-    order = pc.sort_indices(keys, sort_keys=[("c", "ascending"), ("d", "ascending")])
-    keys = keys.take(order)
-    c = keys.column("c").combine_chunks()
-    d = keys.column("d").combine_chunks()
-    n = len(c)
-    change = pc.or_(
-        pc.not_equal(c.slice(0, n - 1), c.slice(1)), pc.not_equal(d.slice(0, n - 1), d.slice(1))
-    )
-    starts = [0, *(i + 1 for i in pc.indices_nonzero(pc.fill_null(change, True)).to_pylist()), n]
+    cat = pc.dictionary_encode(batch.column("category"), null_encoding="encode")
+    days = pc.dictionary_encode(day, null_encoding="encode")
+    key = pc.add(pc.multiply(pc.cast(cat.indices, pa.int64()), len(days.dictionary)), pc.cast(days.indices, pa.int64()))
+    order = pc.sort_indices(key)
+    ordered = key.take(order)
+    n = len(ordered)
+    change = pc.not_equal(ordered.slice(0, n - 1), ordered.slice(1))
+    starts = [0, *(i + 1 for i in pc.indices_nonzero(change).to_pylist()), n]
     out = []
     for start, end in zip(starts, starts[1:], strict=False):
-        out.append(((c[start].as_py(), d[start].as_py()), batch.take(order.slice(start, end - start))))
+        row = order[start].as_py()
+        key_values = (batch.column("category")[row].as_py(), day[row].as_py())
+        out.append((key_values, batch.take(order.slice(start, end - start))))
     return out
 
 

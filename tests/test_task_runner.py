@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from workers.task_runner import through_outage
+from workers.task_runner import JobTables, through_outage
 
 
 def test_through_outage_retries_until_redis_answers() -> None:
@@ -33,3 +33,23 @@ def test_through_outage_gives_up_after_its_budget_and_passes_other_errors() -> N
 
     with pytest.raises(ValueError, match="not an outage"):
         through_outage(broken, "recording", budget=10)
+
+
+def test_job_tables_load_each_job_once_and_keep_the_most_recent() -> None:
+    loads: list[str] = []
+
+    def loader(name: str):  # type: ignore[no-untyped-def]
+        def load() -> object:
+            loads.append(name)
+            return object()
+
+        return load
+
+    tables = JobTables(limit=2)
+    a = tables.get("job-a", loader("a"))
+    assert tables.get("job-a", loader("a")) is a  # a job's later tasks reuse its table
+    tables.get("job-b", loader("b"))
+    assert tables.get("job-a", loader("a")) is a  # a was used last: b is the oldest now
+    tables.get("job-c", loader("c"))  # evicts b
+    tables.get("job-b", loader("b"))
+    assert loads == ["a", "b", "c", "b"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import redis
+from pyiceberg.table import Table
 
 from app.errors import SourceError
 from app.jobs.model import OPEN_STATES, TaskSpec
@@ -23,6 +26,35 @@ PROGRESS_EVERY_SECONDS = 2.0
 # message, which then sits unacknowledged until the visibility timeout (found by chaos/redis_sigkill).
 REDIS_OUTAGE_BUDGET_SECONDS = 300.0
 T = TypeVar("T")
+
+
+class JobTables:
+    """The table each recent job writes, loaded once per job in this process (not once per task).
+
+    The job's snapshot reservation fixes the schema and spec it writes; a table replaced under a
+    running job is still refused, by the commit's table-uuid check instead of the task's.
+    """
+
+    def __init__(self, limit: int = 8) -> None:
+        self.limit = limit
+        self._tables: OrderedDict[str, Table] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, job_id: str, load: Callable[[], Table]) -> Table:
+        with self._lock:
+            table = self._tables.get(job_id)
+            if table is not None:
+                self._tables.move_to_end(job_id)
+                return table
+        table = load()
+        with self._lock:
+            self._tables[job_id] = table
+            while len(self._tables) > self.limit:
+                self._tables.popitem(last=False)
+        return table
+
+
+_job_tables = JobTables()
 
 
 def through_outage(fn: Callable[[], T], what: str, budget: float = REDIS_OUTAGE_BUDGET_SECONDS) -> T:
@@ -43,20 +75,19 @@ def through_outage(fn: Callable[[], T], what: str, budget: float = REDIS_OUTAGE_
 def run_ingest(service: JobService, job_id: str, task_id: str, data_base: Path | None) -> str:
     """Run one task; returns what happened (accepted, duplicate, late, already-recorded, skipped: ...)."""
     store = service.store
-    job = through_outage(lambda: store.get(job_id), "reading the job")
+    job, recorded, spec = through_outage(lambda: store.task_context(job_id, task_id), "reading the job")
     if job is None:
         log.warning("task for unknown job ignored", extra={"job_id": job_id, "task_id": task_id})
         return "skipped: unknown job"
     if job.state not in OPEN_STATES:
         return f"skipped: job is {job.state.value}"
-    if through_outage(lambda: store.manifest(job_id, task_id), "reading the manifest") is not None:
+    if recorded is not None:
         # The seed's worker cache: a redelivered or repeated task re-reports what is recorded.
         return "already-recorded"
     if data_base is None:
         raise SourceError("WORKER_DATA_BASE is not set on this worker host")
-    spec = through_outage(lambda: store.task(job_id, task_id), "reading the task") or TaskSpec(task_id)
-    paths = resolve_sources(data_base, task_id, spec.paths)
-    table = service.load_table(job.table)
+    paths = resolve_sources(data_base, task_id, (spec or TaskSpec(task_id)).paths)
+    table = _job_tables.get(job_id, lambda: service.load_table(job.table))
     last = [time.monotonic()]
 
     def progress(_rows: int) -> None:

@@ -127,6 +127,17 @@ class JobStore:
             )
         return job
 
+    def task_context(self, job_id: str, task_id: str) -> tuple[Job | None, str | None, TaskSpec | None]:
+        """The job, the task's recorded manifest and the task's spec, in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(keys.job(job_id))
+        pipe.hget(keys.job_manifests(job_id), task_id)
+        pipe.hget(keys.job_tasks(job_id), task_id)
+        data, manifest, raw = pipe.execute()
+        job = Job.from_hash(data) if data else None
+        spec = TaskSpec.from_json(task_id, raw) if raw is not None else None
+        return job, manifest, spec
+
     def task(self, job_id: str, task_id: str) -> TaskSpec | None:
         raw = self.r.hget(keys.job_tasks(job_id), task_id)
         return TaskSpec.from_json(task_id, raw) if raw is not None else None  # type: ignore[arg-type]
