@@ -882,7 +882,7 @@ def test_fuzz_raw_bytes(api: Api, data: st.DataObject) -> None:
 
 # --------------------------------------------------------------------------------------------
 # the bugs this fuzzing found, one regression test each (fixed in 41d6c4f and by the manifest checks
-# of JobService._check_files); a bug found open gets a strict xfail until it is fixed
+# of app.jobs.manifest_checks.check_reported_manifest); a bug found open gets a strict xfail until it is fixed
 # --------------------------------------------------------------------------------------------
 
 

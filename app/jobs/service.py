@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from pyiceberg.manifest import ManifestEntryStatus
 from pyiceberg.table import Table
 
 from app import keys
@@ -15,7 +14,7 @@ from app.errors import FailedPrecondition, InvalidArgument, NotFound, PermanentE
 from app.iceberg import ManifestDescriptor, begin_distributed_snapshot, commit_distributed_snapshot
 from app.iceberg.commit import find_committed
 from app.iceberg.files import delete_quietly
-from app.iceberg.manifest_reader import read_entries
+from app.jobs.manifest_checks import check_reported_manifest
 from app.jobs.model import OPEN_STATES, Job, JobState, TableRef, TaskSpec
 from app.jobs.store import JobStore, RecordResult
 from app.jobs.validation import StartJobInput, check_job_id, check_table, check_tasks
@@ -159,7 +158,7 @@ class JobService:
             raise InvalidArgument(f"manifest describes task {descriptor.task_id!r}, not {task_id!r}")
         if descriptor is not None:
             table = table or self.load_table(job.table)
-            self._check_files(table, descriptor)
+            check_reported_manifest(table, descriptor)
         result = self.store.record_manifest(job_id, task_id, descriptor)
         if not result.accepted and descriptor is not None:
             # A loser's files go, but only those this job's own attempts journaled (never another
@@ -197,44 +196,6 @@ class JobService:
                     send_exc,
                     extra={"job_id": job_id},
                 )
-
-    @staticmethod
-    def _check_files(table: Table, descriptor: ManifestDescriptor) -> None:
-        """A description may only name files inside the table's location, and its manifest must be a
-        manifest of this reservation: named for its commit uuid (as workers write them) and holding
-        only entries ADDED by the reserved snapshot. The coordinator commits a winner's manifest."""
-        root = table.location().rstrip("/") + "/"
-        for path in (descriptor.manifest_path, *descriptor.data_files):
-            if not path.startswith(root) or "/.." in path[len(root) - 1 :] or path.endswith("/"):
-                raise InvalidArgument(
-                    f"manifest description names {path}, outside the table's location {root}"
-                )
-        name = descriptor.manifest_path.rsplit("/", 1)[-1]
-        if not (name.startswith(f"{descriptor.commit_uuid}-") and name.endswith(".avro")):
-            raise InvalidArgument(
-                f"manifest {descriptor.manifest_path} is not named for commit {descriptor.commit_uuid}"
-            )
-        try:
-            entries = read_entries(descriptor.to_manifest_file(), table.io)
-        except Exception as exc:  # noqa: BLE001 - unreadable or not an Avro manifest: refuse it
-            raise InvalidArgument(f"manifest {descriptor.manifest_path} cannot be read: {exc}") from None
-        listed = set(descriptor.data_files)
-        for entry in entries:
-            if entry.snapshot_id != descriptor.snapshot_id or entry.status != ManifestEntryStatus.ADDED:
-                raise InvalidArgument(
-                    f"manifest {descriptor.manifest_path} holds an entry of snapshot {entry.snapshot_id}, "
-                    f"not one added by {descriptor.snapshot_id}"
-                )
-            if entry.data_file.file_path not in listed:
-                raise InvalidArgument(
-                    f"manifest {descriptor.manifest_path} lists {entry.data_file.file_path}, "
-                    "which its description does not"
-                )
-        if len(entries) != descriptor.added_files_count:
-            raise InvalidArgument(
-                f"manifest {descriptor.manifest_path} holds {len(entries)} files, its description says "
-                f"{descriptor.added_files_count}"
-            )
 
     def task_failed(self, job_id: str, task_id: str, reason: str, permanent: bool) -> None:
         if not self.store.task_failed(job_id, task_id, reason):

@@ -1,0 +1,51 @@
+"""What a reported manifest must be before it is recorded: checks against the table and the reservation.
+
+A worker (or any gRPC client) reports a manifest by its description. Only a readable manifest of this
+job's reservation that lists exactly the files its description names, all inside the table's location,
+may be recorded: the coordinator later commits the winner's manifest and may delete a loser's files.
+"""
+
+from __future__ import annotations
+
+from pyiceberg.manifest import ManifestEntryStatus
+from pyiceberg.table import Table
+
+from app.errors import InvalidArgument
+from app.iceberg import ManifestDescriptor
+from app.iceberg.manifest_reader import read_entries
+
+
+def check_reported_manifest(table: Table, descriptor: ManifestDescriptor) -> None:
+    """A description may only name files inside the table's location, and its manifest must be a
+    manifest of this reservation: named for its commit uuid (as workers write them) and holding
+    only entries ADDED by the reserved snapshot. The coordinator commits a winner's manifest."""
+    root = table.location().rstrip("/") + "/"
+    for path in (descriptor.manifest_path, *descriptor.data_files):
+        if not path.startswith(root) or "/.." in path[len(root) - 1 :] or path.endswith("/"):
+            raise InvalidArgument(f"manifest description names {path}, outside the table's location {root}")
+    name = descriptor.manifest_path.rsplit("/", 1)[-1]
+    if not (name.startswith(f"{descriptor.commit_uuid}-") and name.endswith(".avro")):
+        raise InvalidArgument(
+            f"manifest {descriptor.manifest_path} is not named for commit {descriptor.commit_uuid}"
+        )
+    try:
+        entries = read_entries(descriptor.to_manifest_file(), table.io)
+    except Exception as exc:  # noqa: BLE001 - unreadable or not an Avro manifest: refuse it
+        raise InvalidArgument(f"manifest {descriptor.manifest_path} cannot be read: {exc}") from None
+    listed = set(descriptor.data_files)
+    for entry in entries:
+        if entry.snapshot_id != descriptor.snapshot_id or entry.status != ManifestEntryStatus.ADDED:
+            raise InvalidArgument(
+                f"manifest {descriptor.manifest_path} holds an entry of snapshot {entry.snapshot_id}, "
+                f"not one added by {descriptor.snapshot_id}"
+            )
+        if entry.data_file.file_path not in listed:
+            raise InvalidArgument(
+                f"manifest {descriptor.manifest_path} lists {entry.data_file.file_path}, "
+                "which its description does not"
+            )
+    if len(entries) != descriptor.added_files_count:
+        raise InvalidArgument(
+            f"manifest {descriptor.manifest_path} holds {len(entries)} files, its description says "
+            f"{descriptor.added_files_count}"
+        )
