@@ -2,9 +2,10 @@
 
 1. A Node.js gRPC client (tests/js/reflect_coordinator.js, @grpc/grpc-js + grpc-js-reflection-client)
    learns api.Coordinator through server reflection only, starts a job and reads its status.
-2. iceberg-rust (pyiceberg-core's DataFusion table provider) reads tables Floe committed, by their
-   metadata location alone, in a process where pyiceberg is never imported
-   (tests/engines/iceberg_rust_query.py).
+2. Two Iceberg readers that are not pyiceberg read tables Floe committed, by their metadata location
+   alone, in a process where pyiceberg is never imported: iceberg-rust (pyiceberg-core's DataFusion
+   table provider, tests/engines/iceberg_rust_query.py) and DuckDB's C++ iceberg extension
+   (tests/engines/duckdb_query.py).
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ pytestmark = pytest.mark.integration
 
 JS_DIR = ROOT / "tests" / "js"
 JS_CLIENT = JS_DIR / "reflect_coordinator.js"
-ENGINE_QUERY = ROOT / "tests" / "engines" / "iceberg_rust_query.py"
+ENGINE_SCRIPTS = {
+    "iceberg-rust": ROOT / "tests" / "engines" / "iceberg_rust_query.py",
+    "duckdb": ROOT / "tests" / "engines" / "duckdb_query.py",
+}
 DATAFUSION_PIN = "datafusion==53.0.0"
+DUCKDB_PINS = "duckdb==1.5.5 duckdb-extension-iceberg==1.5.5 duckdb-extension-avro==1.5.5 duckdb-extensions==1.5.5"
 
 
 def _require(missing: str | None, fix: str) -> None:
@@ -123,10 +128,16 @@ def test_node_client_discovers_the_coordinator_by_reflection_and_starts_a_job(
 # --- 2. iceberg-rust reads what Floe committed ---------------------------------------------------
 
 
-def _engine_available() -> None:
+def _engine_available(engine: str) -> None:
+    missing = None
+    if engine == "duckdb":
+        for module in ("duckdb", "duckdb_extensions", "duckdb_extension_iceberg", "duckdb_extension_avro"):
+            if importlib.util.find_spec(module) is None:
+                missing = f"the {module} package is not installed"
+        _require(missing, f"pip install {DUCKDB_PINS}")
+        return
     import pyiceberg_core
 
-    missing = None
     if importlib.util.find_spec("datafusion") is None:
         missing = "the datafusion package is not installed"
     elif not hasattr(getattr(pyiceberg_core, "datafusion", None), "IcebergDataFusionTable"):
@@ -134,9 +145,9 @@ def _engine_available() -> None:
     _require(missing, f"pip install '{DATAFUSION_PIN}' (it must match pyiceberg-core's datafusion-ffi)")
 
 
-def _engine(metadata_location: str, *statements: str) -> list[list[dict[str, Any]]]:
+def _engine(engine: str, metadata_location: str, *statements: str) -> list[list[dict[str, Any]]]:
     done = subprocess.run(
-        [sys.executable, str(ENGINE_QUERY), metadata_location, *statements],
+        [sys.executable, str(ENGINE_SCRIPTS[engine]), metadata_location, *statements],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -145,7 +156,7 @@ def _engine(metadata_location: str, *statements: str) -> list[list[dict[str, Any
     crashed = (
         f"the engine died of signal {-done.returncode}: a datafusion whose FFI does not match "
         f"pyiceberg-core's crashes like this ({DATAFUSION_PIN} matches pyiceberg-core 0.10.1)\n"
-        if done.returncode < 0
+        if done.returncode < 0 and engine == "iceberg-rust"
         else ""
     )
     assert done.returncode == 0, f"{crashed}stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
@@ -195,11 +206,15 @@ def _expected(written: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     ]
 
 
+ENGINES = pytest.mark.parametrize("engine", sorted(ENGINE_SCRIPTS))
+
+
+@ENGINES
 @pytest.mark.parametrize("partitioned", [False, True], ids=["unpartitioned", "identity-category+day-ts"])
-def test_iceberg_rust_reads_tables_floe_committed(
-    sqlite_catalog: CatalogHandle, tmp_path: Path, partitioned: bool
+def test_other_engines_read_tables_floe_committed(
+    sqlite_catalog: CatalogHandle, tmp_path: Path, partitioned: bool, engine: str
 ) -> None:
-    _engine_available()
+    _engine_available(engine)
     cat = sqlite_catalog.catalog
     ident = "ns.events"
     table = make_table(cat, ident, partitioned=partitioned)
@@ -249,15 +264,18 @@ def test_iceberg_rust_reads_tables_floe_committed(
 
     written_then = [r for part in job1 for r in part] + appended
     written_now = written_then + [r for part in job2 for r in part]
-    # iceberg-rust reads the table as of Floe's first (rebased) commit and as it is now
-    assert _engine(first_metadata, TOTALS, BY_CATEGORY, FILTERED) == _expected(written_then)
-    assert _engine(table.metadata_location, TOTALS, BY_CATEGORY, FILTERED) == _expected(written_now)
+    # the engine reads the table as of Floe's first (rebased) commit and as it is now
+    assert _engine(engine, first_metadata, TOTALS, BY_CATEGORY, FILTERED) == _expected(written_then)
+    assert _engine(engine, table.metadata_location, TOTALS, BY_CATEGORY, FILTERED) == _expected(written_now)
 
 
-def test_iceberg_rust_reads_a_manifest_floe_concatenated(sqlite_catalog: CatalogHandle, tmp_path: Path) -> None:
+@ENGINES
+def test_other_engines_read_a_manifest_floe_concatenated(
+    sqlite_catalog: CatalogHandle, tmp_path: Path, engine: str
+) -> None:
     # A fresh table's first job: its task manifests are merged by concatenating their Avro blocks
     # (app/iceberg/manifest_concat.py), a file no pyiceberg writer produced; another engine must read it.
-    _engine_available()
+    _engine_available(engine)
     cat = sqlite_catalog.catalog
     table = make_table(
         cat, "ns.concat", partitioned=True,
@@ -273,4 +291,4 @@ def test_iceberg_rust_reads_a_manifest_floe_concatenated(sqlite_catalog: Catalog
     table = cat.load_table("ns.concat")
     assert len(table.current_snapshot().manifests(table.io)) == 1  # type: ignore[union-attr]
     written = [r for part in parts for r in part]
-    assert _engine(table.metadata_location, TOTALS, BY_CATEGORY, FILTERED) == _expected(written)
+    assert _engine(engine, table.metadata_location, TOTALS, BY_CATEGORY, FILTERED) == _expected(written)
