@@ -56,7 +56,7 @@ def cmd_coordinator(_args: argparse.Namespace) -> int:
     return 0
 
 
-def celery_worker_argv(worker_id: str, concurrency: int | None = None) -> list[str]:
+def celery_worker_argv(worker_id: str, concurrency: int | None = None, node_name: str | None = None) -> list[str]:
     argv = [
         sys.executable,
         "-m",
@@ -67,7 +67,7 @@ def celery_worker_argv(worker_id: str, concurrency: int | None = None) -> list[s
         "-Q",
         f"host-{worker_id},control",
         "-n",
-        f"floe-{worker_id}@%h",
+        node_name or f"floe-{worker_id}@%h",
         "-E",
         "--loglevel",
         "INFO",

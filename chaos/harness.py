@@ -30,6 +30,7 @@ from app.client import CoordinatorClient
 from app.jobs.model import Job, JobState
 from app.jobs.store import JobStore
 from app.stack import RedisProcess, find_redis_server, free_port
+from app.stack.group_process import GroupProcess as Proc
 from chaos.netns import Host, Network
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,60 +83,6 @@ class ChaosRedis(RedisProcess):
 
     def url_on(self, address: str) -> str:
         return f"redis://{address}:{self.port}/0"
-
-
-class Proc:
-    """One OS process (its own process group) with its output in a log file."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.name, self.argv, self.env, self.log = name, argv, env, log
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def signal_group(self, sig: int) -> None:
-        if self.popen is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.popen.pid, sig)
-
-    def kill(self) -> None:
-        """SIGKILL the whole group (the Celery main process and its pool children), as a crash would."""
-        self.signal_group(signal.SIGKILL)
-        if self.popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=10)
-            self.signal_group(signal.SIGKILL)  # pool children may outlive the parent for a moment
-
-    def stop(self, timeout: float = 10) -> None:
-        if self.popen is None:
-            return
-        if self.alive:
-            self.signal_group(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=timeout)
-        self.kill()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -15,8 +13,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pyiceberg.catalog.sql import SqlCatalog
 
+from app.cli import celery_worker_argv
 from app.client import CoordinatorClient
 from app.proto_gen.api import common_pb2
+from app.stack.group_process import GroupProcess as Proc
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = {common_pb2.COMPLETED, common_pb2.FAILED, common_pb2.CANCELLED}
@@ -36,53 +36,6 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class Proc:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.name, self.argv, self.env, self.log = name, argv, env, log
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def signal_group(self, sig: int) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def kill(self) -> None:
-        self.signal_group(signal.SIGKILL)
-        if self.popen is not None:
-            self.popen.wait(timeout=10)
-            try:  # pool children may outlive the parent for a moment
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    def stop(self, timeout: float = 15) -> None:
-        if self.popen is None:
-            return
-        self.signal_group(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        self.kill()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
 class Cluster:
@@ -150,25 +103,10 @@ class Cluster:
         return proc
 
     def start_worker(self, host: str, concurrency: int = 1, name: str | None = None) -> Proc:
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "app.celery_app",
-            "worker",
-            "-Q",
-            f"host-{host},control",
-            "-n",
-            f"{name or 'w' + host}-{self.coordinator_port}@%h",
-            "--concurrency",
-            str(concurrency),
-            "--loglevel",
-            "INFO",
-            "-E",
-            "--without-mingle",
-            "--without-gossip",
-        ]
+        # what `floe worker` runs, under a node name unique to this cluster; mingle and gossip off
+        # (they only slow a test worker's start)
+        node = f"{name or 'w' + host}-{self.coordinator_port}@%h"
+        argv = [*celery_worker_argv(host, concurrency, node_name=node), "--without-mingle", "--without-gossip"]
         proc = self._proc(
             name or f"worker-{host}", argv, {"WORKER_ID": host, "WORKER_DATA_BASE": str(self.data_dir(host))}
         )
