@@ -56,13 +56,13 @@ def cmd_coordinator(_args: argparse.Namespace) -> int:
     return 0
 
 
+def celery_argv(*args: str) -> list[str]:
+    """``python -m celery -A app.celery_app ARGS...`` with this interpreter."""
+    return [sys.executable, "-m", "celery", "-A", "app.celery_app", *args]
+
+
 def celery_worker_argv(worker_id: str, concurrency: int | None = None, node_name: str | None = None) -> list[str]:
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "app.celery_app",
+    argv = celery_argv(
         "worker",
         "-Q",
         f"host-{worker_id},control",
@@ -71,7 +71,7 @@ def celery_worker_argv(worker_id: str, concurrency: int | None = None, node_name
         "-E",
         "--loglevel",
         "INFO",
-    ]
+    )
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     return argv
@@ -125,18 +125,7 @@ def cmd_beat(_args: argparse.Namespace) -> int:
     # The schedule only holds last-run times of two interval tasks: a private file, removed at exit,
     # so two beats (safe by design) never share one and nothing is left behind.
     with tempfile.TemporaryDirectory(prefix="floe-beat-") as tmp:
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "app.celery_app",
-            "beat",
-            "--loglevel",
-            "INFO",
-            "-s",
-            str(Path(tmp) / "celerybeat-schedule"),
-        ]
+        argv = celery_argv("beat", "--loglevel", "INFO", "-s", str(Path(tmp) / "celerybeat-schedule"))
         proc = subprocess.Popen(argv)
         signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
         try:
@@ -147,7 +136,7 @@ def cmd_beat(_args: argparse.Namespace) -> int:
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
-    argv = [sys.executable, "-m", "celery", "-A", "app.celery_app", "flower", f"--port={args.port}"]
+    argv = celery_argv("flower", f"--port={args.port}")
     # Flower reads FLOWER_BASIC_AUTH from its environment: never put it on a command line (ps shows it).
     return subprocess.call(argv)
 

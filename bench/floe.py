@@ -11,6 +11,7 @@ from typing import Any
 from app.client import CoordinatorClient, TaskArg
 from app.proto_gen.api import common_pb2
 from app.stack import LocalStack, free_port, free_port_block
+from app.stack.health import proc_stats
 from bench.procs import clean_env
 
 
@@ -23,18 +24,11 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 def _processes(pgids: set[int]) -> dict[int, tuple[int, int, float]]:
     """pid -> (ppid, pgid, CPU seconds: user + system, plus reaped children) in these process groups."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # after "(comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
-        if int(fields[2]) in pgids:
-            out[int(entry.name)] = (int(fields[1]), int(fields[2]), sum(int(x) for x in fields[11:15]) / _TICK)
-    return out
+    return {
+        pid: (int(fields[1]), int(fields[2]), sum(int(x) for x in fields[11:15]) / _TICK)
+        for pid, fields in proc_stats()
+        if int(fields[2]) in pgids
+    }
 
 
 def process_group_cpu(pgids: set[int]) -> float:

@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 
+from app.cli import celery_worker_argv
 from app.client import CoordinatorClient
 from app.jobs.model import Job, JobState
 from app.jobs.store import JobStore
@@ -229,14 +230,10 @@ class Cluster:
         host = self.add_host(host_id)
         assert self.redis is not None
         name = name or f"worker-{host_id}"
+        node = f"{name}-{self.network.run}@%h"
         argv = host.exec_argv(
-            [
-                sys.executable, "-m", "celery", "-A", "app.celery_app", "worker",
-                "-Q", f"host-{host_id},control",
-                "-n", f"{name}-{self.network.run}@%h",
-                "--concurrency", "1", "--loglevel", "INFO", "-E", "--without-mingle", "--without-gossip",
-            ]
-        )  # fmt: skip
+            [*celery_worker_argv(str(host_id), 1, node_name=node), "--without-mingle", "--without-gossip"]
+        )
         proc = self._proc(
             name,
             argv,

@@ -36,6 +36,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.stack.redis_server import pid_alive
+
 STATE_DIR = Path("/run/floe-chaos")
 SUBNET_PREFIX = "10.77"
 NS_PREFIX = "floe-"
@@ -77,16 +79,6 @@ def unavailable_reason() -> str | None:
 # --------------------------------------------------------------------------------------------
 # bookkeeping of runs, so a SIGKILLed run's devices are removed by the next one
 # --------------------------------------------------------------------------------------------
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -140,7 +132,7 @@ def cleanup_stale() -> list[str]:
             owner = int(json.loads(entry.read_text())["pid"])
         except (OSError, ValueError, KeyError):
             owner = 0
-        if owner and _pid_alive(owner):
+        if owner and pid_alive(owner):
             continue
         _remove_run_devices(entry.name)
         with contextlib.suppress(OSError):

@@ -90,8 +90,8 @@ def _states(stream: Iterator[common_pb2.JobStatus], out: list[int]) -> None:
 def test_watch_job_streams_each_change_as_it_happens(api: Api, no_fallback: None) -> None:  # noqa: F811
     make_table(api.catalog, "demo.events")
     job_id = api.coordinator.StartJob(start_request(tasks=[{"task_id": "t1", "host": "1"}])).job_id
-    seen: list[int] = []
     stream = api.coordinator.WatchJob(coordinator_pb2.WatchJobRequest(job_id=job_id), timeout=60)
+    seen = [next(stream).state]  # the stream is open (and subscribed) before anything changes
     reader = threading.Thread(target=_states, args=(stream, seen))
     reader.start()
     api.service.store.task_failed(job_id, "t1", "first attempt failed")  # a change, still PENDING

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -47,26 +48,31 @@ def celery_worker_name_prefix(worker_id: str) -> str:
     return f"floe-{worker_id}@"
 
 
-def _group_has_live_members(pgid: int) -> bool:
-    """True while a non-zombie process is in process group ``pgid``."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    for entry in proc.iterdir():
+def proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after "(comm)") for every process that can be read.
+
+    The fields start: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime
+    stime cutime cstime ...
+    """
+    for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        # fields after "(comm)": state ppid pgrp ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        yield int(entry.name), fields
+
+
+def _group_has_live_members(pgid: int) -> bool:
+    """True while a non-zombie process is in process group ``pgid``."""
+    if not Path("/proc").is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    return any(int(fields[2]) == pgid and fields[0] != "Z" for _, fields in proc_stats())
 
 
 def _wait_groups_gone(pgids: list[int], deadline: float) -> None:

@@ -69,7 +69,7 @@ def _log_tail(path: Path, lines: int = 20) -> str:
     return "\n".join(tail) if tail else "(empty log)"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -150,7 +150,7 @@ class RedisProcess:
             return
         if self.proc is not None and pid == self.proc.pid:
             return
-        if pid != os.getpid() and _pid_alive(pid):
+        if pid != os.getpid() and pid_alive(pid):
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:

@@ -8,19 +8,20 @@ JSON, the manifest list, the manifests and the data files itself; ``t`` is a vie
 ``duckdb-extension-avro`` wheels and are installed into a temporary directory: nothing is fetched
 from the network. pyiceberg is never imported in this process: the script refuses to answer if it was.
 
-Prints one JSON object: ``{"engine": {...}, "results": [[row, ...], ...]}``, one list of rows
-(column name -> value) per SQL statement, in order.
+Prints one JSON object (tests/engines/engine_report.py): ``{"engine": {...}, "results": [[row, ...], ...]}``,
+one list of rows (column name -> value) per SQL statement, in order.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from importlib.metadata import version
 
+from engine_report import Rows, main
 
-def query(metadata_location: str, statements: list[str]) -> dict[str, object]:
+
+def query(metadata_location: str, statements: list[str]) -> tuple[dict[str, str], list[Rows]]:
     import duckdb
     from duckdb_extensions import import_extension
 
@@ -43,27 +44,13 @@ def query(metadata_location: str, statements: list[str]) -> dict[str, object]:
             names = [d[0] for d in cursor.description or []]
             results.append([dict(zip(names, row, strict=True)) for row in cursor.fetchall()])
         con.close()
-    python_readers = sorted(m for m in sys.modules if m == "pyiceberg" or m.startswith("pyiceberg."))
-    if python_readers:
-        raise SystemExit(f"pyiceberg was imported in the engine process: {python_readers}")
-    return {
-        "engine": {
-            "reader": "DuckDB iceberg extension (iceberg_scan)",
-            "duckdb": version("duckdb"),
-            "duckdb-extension-iceberg": version("duckdb-extension-iceberg"),
-            "pyiceberg_modules_loaded": python_readers,
-        },
-        "results": results,
+    engine = {
+        "reader": "DuckDB iceberg extension (iceberg_scan)",
+        "duckdb": version("duckdb"),
+        "duckdb-extension-iceberg": version("duckdb-extension-iceberg"),
     }
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) < 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    print(json.dumps(query(argv[0], argv[1:]), default=str))
-    return 0
+    return engine, results
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:], query, __doc__ or ""))

@@ -8,18 +8,19 @@ manifests and the Parquet files itself; DataFusion runs the SQL. No catalog is i
 pyiceberg (the Python library Floe writes with) is never imported in this process: the script
 refuses to answer if it was.
 
-Prints one JSON object: ``{"engine": {...}, "results": [[row, ...], ...]}``, one list of rows
-(column name -> value) per SQL statement, in order.
+Prints one JSON object (tests/engines/engine_report.py): ``{"engine": {...}, "results": [[row, ...], ...]}``,
+one list of rows (column name -> value) per SQL statement, in order.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from importlib.metadata import version
 
+from engine_report import Rows, main
 
-def query(metadata_location: str, statements: list[str]) -> dict[str, object]:
+
+def query(metadata_location: str, statements: list[str]) -> tuple[dict[str, str], list[Rows]]:
     from datafusion import SessionContext
     from pyiceberg_core.datafusion import IcebergDataFusionTable
 
@@ -29,27 +30,13 @@ def query(metadata_location: str, statements: list[str]) -> dict[str, object]:
     ctx = SessionContext()
     ctx.register_table("t", provider)
     results = [ctx.sql(sql).to_pylist() for sql in statements]
-    python_readers = sorted(m for m in sys.modules if m == "pyiceberg" or m.startswith("pyiceberg."))
-    if python_readers:
-        raise SystemExit(f"pyiceberg was imported in the engine process: {python_readers}")
-    return {
-        "engine": {
-            "reader": "iceberg-rust (pyiceberg_core.datafusion.IcebergDataFusionTable)",
-            "pyiceberg-core": version("pyiceberg-core"),
-            "datafusion": version("datafusion"),
-            "pyiceberg_modules_loaded": python_readers,
-        },
-        "results": results,
+    engine = {
+        "reader": "iceberg-rust (pyiceberg_core.datafusion.IcebergDataFusionTable)",
+        "pyiceberg-core": version("pyiceberg-core"),
+        "datafusion": version("datafusion"),
     }
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) < 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    print(json.dumps(query(argv[0], argv[1:]), default=str))
-    return 0
+    return engine, results
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:], query, __doc__ or ""))
