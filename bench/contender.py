@@ -7,7 +7,8 @@ writing the line to reading the answer, so interpreter start-up and imports are 
 Commands (JSON objects):
 - ``{"op": "floor", "jobs": [{"files": [...], "out_dir": "...", "prefix": "h1"}, ...], "partitioned": b}``:
   pyarrow alone, one thread per job: read the CSV, write zstd Parquet with the table's settings
-  (one file per job, or one file per partition per job). No Iceberg metadata.
+  and Floe's per-file dictionary choice (one file per job, or one file per partition per job).
+  No Iceberg metadata.
 - ``{"op": "pyiceberg", "catalog": {...}, "table": "ns.t", "files": [...]}``: read every file with
   pyarrow, then ``table.append()`` once.
 - ``{"op": "daft", "catalog": {...}, "table": "ns.t", "files": [...]}``:
@@ -32,6 +33,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from bench.data import ARROW_SCHEMA, PARQUET_KWARGS, ROW_GROUP_ROWS, csv_read_options
+from workers.parquet_encoding import dictionary_columns
 
 # What Floe's writer uses as its buffer budget; the floor flushes on the same rule.
 FLOOR_BUFFER_BYTES = 256 * 1024 * 1024
@@ -60,7 +62,13 @@ class _FloorPartition:
         freed = self.nbytes
         self.batches, self.rows, self.nbytes = [], 0, 0
         if self.writer is None:
-            self.writer = pq.ParquetWriter(str(self.path), ARROW_SCHEMA, **PARQUET_KWARGS)  # type: ignore[arg-type]
+            # the same per-file dictionary choice as Floe's writer: the floor writes the same Parquet
+            self.writer = pq.ParquetWriter(
+                str(self.path),
+                ARROW_SCHEMA,
+                use_dictionary=dictionary_columns(table, ARROW_SCHEMA.names),
+                **PARQUET_KWARGS,  # type: ignore[arg-type]
+            )
         self.writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         return freed
 

@@ -219,8 +219,9 @@ def test_other_engines_read_tables_floe_committed(
     ident = "ns.events"
     table = make_table(cat, ident, partitioned=partitioned)
 
-    # Floe job 1: three tasks on three "hosts", CSV + JSON lines + Parquet
-    job1 = [rows(0, 300), rows(300, 200), rows(500, 100)]
+    # Floe job 1: three tasks on three "hosts", CSV + JSON lines + Parquet; the first is large enough
+    # (1,500 rows per partition) that its unique columns are written without a dictionary
+    job1 = [rows(0, 9000), rows(9000, 200), rows(9200, 100)]
     snapshot = begin_distributed_snapshot(table)
     sources = [
         write_csv(tmp_path / "h1" / "a.csv", job1[0]),

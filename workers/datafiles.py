@@ -5,6 +5,7 @@ making one file per source per partition. Batches are split by partition with on
 buffered per partition up to a row-group budget, and written with pyiceberg's Parquet writer; a file
 is closed once the bytes written to it reach ``write.target-file-size-bytes`` (measured on the file,
 not on in-memory Arrow as pyiceberg's own writer does). Memory stays bounded by the buffer budget.
+Each file dictionary-encodes only the columns where a dictionary pays (:mod:`workers.parquet_encoding`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.io import FileIO, OutputStream
-from pyiceberg.io.pyarrow import ParquetFormatWriter, schema_to_pyarrow
+from pyiceberg.io import FileIO, OutputFile, OutputStream
+from pyiceberg.io.pyarrow import ParquetFormatWriter, parquet_path_to_id_mapping, schema_to_pyarrow
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey, PartitionSpec
 from pyiceberg.schema import Schema, sanitize_column_names
@@ -27,6 +28,7 @@ from pyiceberg.table.locations import LocationProvider
 from pyiceberg.typedef import Record
 
 from app.errors import ConfigError, InvalidArgument
+from workers.parquet_encoding import dictionary_columns
 
 TARGET_FILE_SIZE = "write.target-file-size-bytes"
 ROW_GROUP_LIMIT = "write.parquet.row-group-limit"
@@ -52,10 +54,23 @@ def _int_property(props: dict[str, str], key: str, default: int) -> int:
     return value
 
 
+class _ParquetWriter(ParquetFormatWriter):
+    """pyiceberg's Parquet writer, choosing each file's dictionary columns from its first row group."""
+
+    def __init__(self, output_file: OutputFile, file_schema: Schema, properties: dict[str, str], leaf_paths: list[str]) -> None:
+        super().__init__(output_file, file_schema, properties)
+        self._leaf_paths = leaf_paths
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._parquet_writer_kwargs["use_dictionary"] = dictionary_columns(table, self._leaf_paths)
+        super().write(table)
+
+
 @dataclass
 class _OpenFile:
     path: str
-    writer: ParquetFormatWriter
+    writer: _ParquetWriter
     key: PartitionKey | None
 
     def bytes_written(self) -> int:
@@ -94,6 +109,7 @@ class DataFileWriter:
         self._prefix = name_prefix
         self._file_schema = sanitize_column_names(schema)
         self._arrow_file_schema = schema_to_pyarrow(self._file_schema)
+        self._leaf_paths = list(parquet_path_to_id_mapping(self._file_schema))
         self._target = _int_property(properties, TARGET_FILE_SIZE, DEFAULT_TARGET_FILE_SIZE)
         self._group_rows = _int_property(properties, ROW_GROUP_LIMIT, DEFAULT_ROW_GROUP_ROWS)
         self._budget = _buffer_budget()
@@ -222,7 +238,7 @@ class DataFileWriter:
         self.paths.append(path)
         if self._on_file is not None:
             self._on_file(path)  # journal the path before the file exists (orphan cleanup)
-        writer = ParquetFormatWriter(self._io.new_output(path), self._file_schema, self._properties)
+        writer = _ParquetWriter(self._io.new_output(path), self._file_schema, self._properties, self._leaf_paths)
         return _OpenFile(path, writer, key)
 
     def _finish(self, part: _Partition) -> None:
