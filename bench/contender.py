@@ -95,10 +95,11 @@ def _partition_pieces(batch: pa.RecordBatch) -> list[tuple[tuple[Any, Any], pa.R
     change = pc.not_equal(ordered.slice(0, n - 1), ordered.slice(1))
     starts = [0, *(i + 1 for i in pc.indices_nonzero(change).to_pylist()), n]
     out = []
+    in_order = batch.take(order)  # one take, then each piece copied out of it, as Floe's writer does
     for start, end in zip(starts, starts[1:], strict=False):
         row = order[start].as_py()
         key_values = (batch.column("category")[row].as_py(), day[row].as_py())
-        out.append((key_values, batch.take(order.slice(start, end - start))))
+        out.append((key_values, pa.concat_batches([in_order.slice(start, end - start)])))
     return out
 
 
