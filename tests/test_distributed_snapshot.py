@@ -291,6 +291,35 @@ def test_two_hundred_small_manifests_merge_into_few(sqlite_catalog: CatalogHandl
     assert not any(Path(m.manifest_path.removeprefix("file://")).exists() for m in manifests)
 
 
+def test_merged_away_manifests_can_be_left_to_the_caller(sqlite_catalog: CatalogHandle, tmp_path: Path) -> None:
+    # With ``unreferenced``, the commit lists the worker manifests it merged away instead of deleting
+    # them (the coordinator deletes them after marking the job complete); a retry that finds the
+    # commit on main lists the same ones.
+    cat = sqlite_catalog.catalog
+    merging = {"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "10"}
+    table = make_table(cat, "ns.t", properties=merging)
+    snapshot = begin_distributed_snapshot(table)
+    manifests = [
+        write_task_manifest(snapshot, table, [write_csv(tmp_path / f"s{i}.csv", rows(i * 5, 5))], f"t{i}")
+        for i in range(12)
+    ]
+    paths = sorted(m.manifest_path for m in manifests if m is not None)
+    left: list[str] = []
+    committed = commit_distributed_snapshot(table, snapshot, manifests, unreferenced=left)  # type: ignore[arg-type]
+    assert left == paths
+    assert all(Path(p.removeprefix("file://")).exists() for p in paths)
+    table = cat.load_table("ns.t")
+    assert [m.manifest_path for m in table.current_snapshot().manifests(table.io)] != paths  # type: ignore[union-attr]
+    assert read_ids(table) == list(range(60))
+    again: list[str] = []
+    assert commit_distributed_snapshot(table, snapshot, manifests, unreferenced=again) == committed  # type: ignore[arg-type]
+    assert again == paths
+    # without the list, the retry deletes them itself
+    assert commit_distributed_snapshot(table, snapshot, manifests) == committed  # type: ignore[arg-type]
+    assert not any(Path(p.removeprefix("file://")).exists() for p in paths)
+    assert read_ids(cat.load_table("ns.t")) == list(range(60))
+
+
 def test_v3_table_is_refused_before_any_file_is_written(
     sqlite_catalog: CatalogHandle, tmp_path: Path
 ) -> None:

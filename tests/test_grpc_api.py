@@ -338,3 +338,47 @@ def test_committed_snapshot_stays_findable_after_the_job_expires(api: Api) -> No
     store.r.delete(*keys.job_keys(job_id))  # what the retention expiry does
     status = api.coordinator.GetJobStatus(coordinator_pb2.GetJobStatusRequest(job_id=job_id))
     assert status.state == common_pb2.COMPLETED and status.committed_snapshot_id == 4242
+
+
+def test_merged_away_task_manifests_are_deleted_after_the_job_is_complete(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A job's commit merges its 12 task manifests; the job is marked COMPLETED first, so a client
+    # waiting on it is not held up by the deletes, and the merged-away manifests are deleted after.
+    from app.jobs import service as service_module
+    from app.jobs.model import JobState
+    from tests.tables import read_ids, rows, write_csv
+    from workers.ingest import write_task_manifest
+
+    merging = {"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "10"}
+    table = make_table(api.catalog, "demo.events", properties=merging)
+    tasks = [{"task_id": f"t{i}", "host": "1"} for i in range(12)]
+    job_id = api.coordinator.StartJob(start_request(tasks=tasks)).job_id
+    snapshot = api.service.store.require(job_id).snapshot
+    manifests = [
+        write_task_manifest(snapshot, table, [write_csv(tmp_path / f"s{i}.csv", rows(i * 5, 5))], f"t{i}")
+        for i in range(12)
+    ]
+    paths = sorted(m.manifest_path for m in manifests if m is not None)
+    deletes: list[tuple[JobState, list[str]]] = []
+    real_delete = service_module.delete_quietly
+
+    def recording_delete(io: object, targets: object) -> None:
+        listed = list(targets)  # type: ignore[call-overload]
+        deletes.append((api.service.store.require(job_id).state, listed))
+        real_delete(io, listed)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service_module, "delete_quietly", recording_delete)
+    for m in manifests:
+        assert m is not None
+        info = common_pb2.ManifestInfo(task_id=m.task_id, descriptor_json=m.to_json())
+        api.coordinator.ReportManifest(coordinator_pb2.ReportManifestRequest(job_id=job_id, manifest=info))
+
+    status = api.coordinator.GetJobStatus(coordinator_pb2.GetJobStatusRequest(job_id=job_id))
+    assert status.state == common_pb2.COMPLETED  # the last report committed the job
+    merged_deletes = [(state, listed) for state, listed in deletes if set(listed) & set(paths)]
+    assert merged_deletes == [(JobState.COMPLETED, paths)]
+    assert not any(Path(p.removeprefix("file://")).exists() for p in paths)
+    table = api.catalog.load_table("demo.events")
+    assert len(table.current_snapshot().manifests(table.io)) == 1  # type: ignore[union-attr]
+    assert read_ids(table) == list(range(60))

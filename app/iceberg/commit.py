@@ -123,11 +123,17 @@ def commit_distributed_snapshot(
     manifests: list[ManifestDescriptor],
     summary: Mapping[str, str] | None = None,
     stats: dict[str, int] | None = None,
+    unreferenced: list[str] | None = None,
 ) -> int:
     """Commit every manifest as one new snapshot on main; return the committed snapshot id.
 
     Idempotent: when the reservation is already among main's ancestors its id is returned and
     nothing new is written. ``stats``, when given, receives ``attempts`` (catalog calls made).
+
+    Worker manifests the committed snapshot does not reference (merged into larger ones) are
+    deleted before returning, or, when ``unreferenced`` is given, appended to it for the caller to
+    delete once it has recorded the outcome: the snapshot is on main either way, and a job can be
+    marked complete without waiting for the deletes.
     """
     stats = {} if stats is None else stats
     stats["attempts"] = 0
@@ -146,7 +152,7 @@ def commit_distributed_snapshot(
                 f"(uuid {table.metadata.table_uuid}, reserved against {snapshot.table_uuid})"
             )
         if (done := find_committed(table, snapshot, job_id)) is not None:
-            _delete_unreferenced(table, done, manifests)
+            _dispose(table, unreferenced_manifests(table, done, manifests), unreferenced)
             return done.snapshot_id
         if table.metadata.snapshot_by_id(snapshot.snapshot_id) is not None:
             raise FailedPrecondition(
@@ -156,7 +162,7 @@ def commit_distributed_snapshot(
         retry = RetryPolicy.from_properties(table.metadata.properties)
         stats["attempts"] = attempt + 1
         try:
-            committed = _attempt(table, snapshot, manifests, extra, attempt)
+            committed, merged_away = _attempt(table, snapshot, manifests, extra, attempt)
         except CommitFailedException as exc:
             elapsed_ms = (time.monotonic() - started) * 1000
             if attempt >= retry.num_retries or elapsed_ms >= retry.total_timeout_ms:
@@ -169,8 +175,16 @@ def commit_distributed_snapshot(
             attempt += 1
             continue
         except (CommitStateUnknownException, OSError, ConnectionError) as exc:
-            return _resolve_unknown(table, snapshot, manifests, job_id, exc)
+            return _resolve_unknown(table, snapshot, manifests, job_id, exc, unreferenced)
+        _dispose(table, merged_away, unreferenced)
         return committed
+
+
+def _dispose(table: Table, paths: list[str], unreferenced: list[str] | None) -> None:
+    if unreferenced is None:
+        delete_quietly(table.io, paths)
+    else:
+        unreferenced.extend(paths)
 
 
 def _reload(table: Table) -> Table:
@@ -183,6 +197,7 @@ def _resolve_unknown(
     manifests: list[ManifestDescriptor],
     job_id: str | None,
     exc: BaseException,
+    unreferenced: list[str] | None,
 ) -> int:
     try:
         table = _reload(table)
@@ -192,7 +207,7 @@ def _resolve_unknown(
             f"be reloaded to check ({reload_exc}); nothing was deleted"
         ) from exc
     if (done := find_committed(table, snapshot, job_id)) is not None:
-        _delete_unreferenced(table, done, manifests)
+        _dispose(table, unreferenced_manifests(table, done, manifests), unreferenced)
         return done.snapshot_id
     raise CommitStateUnknown(
         f"commit of snapshot {snapshot.snapshot_id} has an unknown outcome ({exc}) and it is not on main yet; "
@@ -206,7 +221,8 @@ def _attempt(
     manifests: list[ManifestDescriptor],
     extra: Mapping[str, str],
     attempt: int,
-) -> int:
+) -> tuple[int, list[str]]:
+    """One commit attempt: (the snapshot id, the worker manifests merged away, now unreferenced)."""
     metadata = table.metadata
     io = table.io
     parent = metadata.current_snapshot()
@@ -268,17 +284,16 @@ def _attempt(
         delete_quietly(io, [list_path, *merged.written])
         raise
     merged_away = {m.manifest_path for m in manifests} - {m.manifest_path for m in merged.manifests}
-    delete_quietly(io, sorted(merged_away))
-    return snapshot.snapshot_id
+    return snapshot.snapshot_id, sorted(merged_away)
 
 
-def _delete_unreferenced(table: Table, committed: Snapshot, manifests: list[ManifestDescriptor]) -> None:
-    """After a commit found on main, delete worker manifests its manifest list does not reference."""
+def unreferenced_manifests(table: Table, committed: Snapshot, manifests: list[ManifestDescriptor]) -> list[str]:
+    """The worker manifests ``committed``'s manifest list does not reference (none if it is unreadable)."""
     try:
         referenced = {m.manifest_path for m in committed.manifests(table.io)}
     except Exception:  # noqa: BLE001 - cleanup is best effort; an unreadable list means keep everything
         log.warning(
             "cannot read manifest list of snapshot %s; keeping worker manifests", committed.snapshot_id
         )
-        return
-    delete_quietly(table.io, sorted({m.manifest_path for m in manifests} - referenced))
+        return []
+    return sorted({m.manifest_path for m in manifests} - referenced)

@@ -12,7 +12,7 @@ from pyiceberg.table import Table
 from app import keys
 from app.errors import FailedPrecondition, InvalidArgument, NotFound, PermanentError
 from app.iceberg import ManifestDescriptor, begin_distributed_snapshot, commit_distributed_snapshot
-from app.iceberg.commit import find_committed
+from app.iceberg.commit import find_committed, unreferenced_manifests
 from app.iceberg.files import delete_quietly
 from app.jobs.manifest_checks import check_reported_manifest
 from app.jobs.model import OPEN_STATES, Job, JobState, TableRef, TaskSpec
@@ -266,9 +266,10 @@ class JobService:
         if job.requester:
             summary.setdefault("floe.requester", job.requester)
         stats: dict[str, int] = {}
+        merged_away: list[str] = []  # deleted once the job is marked complete, not before
         started = time.monotonic()
         try:
-            snapshot_id = commit_distributed_snapshot(table, job.snapshot, manifests, summary, stats)
+            snapshot_id = commit_distributed_snapshot(table, job.snapshot, manifests, summary, stats, merged_away)
         except PermanentError as exc:
             self._finish_badly(job_id, JobState.FAILED, f"commit failed: {exc}", [JobState.COMMITTING])
             raise
@@ -276,8 +277,9 @@ class JobService:
             self.store.count("commit_conflict_retries_total", max(0, stats.get("attempts", 1) - 1))
         observe_commit(self.store, time.monotonic() - started)
         self.store.complete(job_id, snapshot_id)
-        self._delete_orphans(job_id, table, manifests)
         log.info("job committed", extra={"job_id": job_id, "snapshot_id": snapshot_id})
+        delete_quietly(table.io, merged_away)
+        self._delete_orphans(job_id, table, manifests)
         return self.store.require(job_id), False
 
     def _complete_if_committed(self, job: Job) -> None:
@@ -288,7 +290,9 @@ class JobService:
         done = find_committed(table, job.snapshot, job.job_id)
         if done is not None and self.store.complete(job.job_id, done.snapshot_id):
             log.info("completed a commit whose committer died", extra={"job_id": job.job_id})
-            self._delete_orphans(job.job_id, table, self.store.manifests(job.job_id))
+            manifests = self.store.manifests(job.job_id)
+            delete_quietly(table.io, unreferenced_manifests(table, done, manifests))
+            self._delete_orphans(job.job_id, table, manifests)
 
     # --- ending badly ---------------------------------------------------------------------------
 
