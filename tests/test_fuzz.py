@@ -30,7 +30,7 @@ import re
 import string
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,22 +43,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.control import currently_in_test_context
-from pyiceberg.catalog.sql import SqlCatalog
 
 from app import keys
-from app.catalog import load_table
-from app.errors import NotFound
-from app.grpc.coordinator import CoordinatorServicer
-from app.grpc.server import create_server
 from app.iceberg import ManifestDescriptor
-from app.jobs.model import TableRef
-from app.jobs.service import JobService
-from app.jobs.store import JobStore
-from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc, worker_pb2, worker_pb2_grpc
-from app.security import TransportSecurity
-from tests.recording_queue import RecordingQueue
+from app.proto_gen.api import common_pb2, coordinator_pb2, worker_pb2
+from tests.api_server import WORKER_ID, ApiServer, serve_api
 from tests.tables import make_table, rows, write_csv
-from workers.facade import WorkerServicer
 from workers.ingest import write_task_manifest
 
 pytestmark = pytest.mark.integration
@@ -66,7 +56,6 @@ pytestmark = pytest.mark.integration
 # hypothesis keeps caches under ./.hypothesis by default: keep them out of the work tree
 set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "floe-hypothesis"))
 
-WORKER_ID = "worker-1"
 POOL = 16  # files in the in-table sandbox
 MAX_RECEIVE = 16 * 1024 * 1024  # app.grpc.server.create_server's grpc.max_receive_message_length
 BAD = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
@@ -84,21 +73,14 @@ FUZZ = settings(
 )
 
 # --------------------------------------------------------------------------------------------
-# the server (as in tests/test_grpc_api.py) and the golden job
+# the server (tests/api_server.py) and the golden job
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass
-class Api:
-    channel: grpc.Channel
-    coordinator: coordinator_pb2_grpc.CoordinatorStub
-    worker: worker_pb2_grpc.WorkerStub
-    catalog: SqlCatalog
-    queue: RecordingQueue
-    service: JobService
-    redis: redis.Redis
-    sandbox: Path  # inside demo.scratch's location
-    outside: Path  # outside every table: nothing in it may ever be deleted
+class Api(ApiServer):
+    sandbox: Path = Path()  # inside demo.scratch's location
+    outside: Path = Path()  # outside every table: nothing in it may ever be deleted
     golden_id: str = ""
     golden_status: common_pb2.JobStatus | None = None
     golden_keys: dict[str, Any] = field(default_factory=dict)
@@ -149,51 +131,16 @@ def _start(api: Api, table: str, tasks: list[common_pb2.IngestTask], **extra: An
 
 @pytest.fixture
 def api(tmp_path: Path, redis_server: object) -> Iterator[Api]:
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)  # type: ignore[attr-defined]
-    client.flushdb()
-    catalog = SqlCatalog("default", uri=f"sqlite:///{tmp_path}/c.db", warehouse=(tmp_path / "wh").as_uri())
-    catalog.create_namespace("demo")
-    make_table(catalog, "demo.events")
-    make_table(catalog, "demo.scratch")
-    queue = RecordingQueue()
-
-    def loader(ref: TableRef):  # type: ignore[no-untyped-def]
-        if ref.catalog not in ("", "default"):
-            raise NotFound(f"catalog {ref.catalog!r} is not configured here")
-        return load_table(catalog, ref.namespace, ref.table)
-
-    service = JobService(JobStore(client, 3600), queue, loader)
-    coordinator = CoordinatorServicer(service)
-
-    def reg_coordinator(server: grpc.Server) -> str:
-        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(coordinator, server)
-        return "api.Coordinator"
-
-    def reg_worker(server: grpc.Server) -> str:
-        worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(service, WORKER_ID), server)
-        return "api.Worker"
-
-    server, port = create_server("127.0.0.1:0", [reg_coordinator, reg_worker], security=TransportSecurity())
-    server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    sandbox = Path(catalog.load_table("demo.scratch").location().removeprefix("file://")) / "data" / "fuzz"
-    sandbox.mkdir(parents=True)
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    for i in range(POOL):
-        (outside / f"pool-{i}.avro").write_text("never delete me")
-    api = Api(
-        channel,
-        coordinator_pb2_grpc.CoordinatorStub(channel),
-        worker_pb2_grpc.WorkerStub(channel),
-        catalog,
-        queue,
-        service,
-        client,
-        sandbox,
-        outside,
-    )
-    try:
+    with serve_api(tmp_path, redis_server.url) as server:  # type: ignore[attr-defined]
+        make_table(server.catalog, "demo.events")
+        scratch = make_table(server.catalog, "demo.scratch")
+        sandbox = Path(scratch.location().removeprefix("file://")) / "data" / "fuzz"
+        sandbox.mkdir(parents=True)
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        for i in range(POOL):
+            (outside / f"pool-{i}.avro").write_text("never delete me")
+        api = Api(**{f.name: getattr(server, f.name) for f in fields(ApiServer)}, sandbox=sandbox, outside=outside)
         _make_golden_job(api, tmp_path)
         api.scratch = [
             _start(api, "scratch", [common_pb2.IngestTask(task_id=f"s{i}", host="1") for i in range(3)]),
@@ -203,11 +150,6 @@ def api(tmp_path: Path, redis_server: object) -> Iterator[Api]:
         api.coordinator.CancelJob(coordinator_pb2.CancelJobRequest(job_id=api.scratch[2]), timeout=10)
         api.refill_pool()
         yield api
-    finally:
-        channel.close()
-        server.stop(0).wait()
-        coordinator.close()
-        client.close()
 
 
 def _make_golden_job(api: Api, tmp_path: Path) -> None:

@@ -1,94 +1,40 @@
 """Every RPC's bad input gets the right status code and a precise message, over a real gRPC server.
 
-The server, Redis and the catalog are real; the Celery queue is a recorder (no workers are needed to
-refuse bad input; tests/test_system.py runs the real thing).
+The server, Redis and the catalog are real; the Celery queue is a recorder (tests/api_server.py).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
-import redis
 from google.protobuf.json_format import Parse
-from pyiceberg.catalog.sql import SqlCatalog
 
-from app.catalog import load_table
-from app.errors import NotFound
-from app.grpc.coordinator import CoordinatorServicer
-from app.grpc.server import create_server
 from app.jobs.model import TableRef
-from app.jobs.service import JobService
-from app.jobs.store import JobStore
-from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc, worker_pb2, worker_pb2_grpc
-from tests.recording_queue import RecordingQueue
+from app.proto_gen.api import common_pb2, coordinator_pb2, worker_pb2
+from tests.api_server import ApiServer, serve_api
 from tests.tables import make_table
-from workers.facade import WorkerServicer
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 
 
-@dataclass
-class Api:
-    coordinator: coordinator_pb2_grpc.CoordinatorStub
-    worker: worker_pb2_grpc.WorkerStub
-    catalog: SqlCatalog
-    queue: RecordingQueue
-    service: JobService
-    coordinator_servicer: CoordinatorServicer
-    target: str
+Api = ApiServer
+
+
+def _explode(ref: TableRef) -> None:
+    if ref.table == "explode":
+        raise RuntimeError("secret internal detail")
 
 
 @pytest.fixture
 def api(tmp_path: Path, redis_server: object) -> Iterator[Api]:
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)  # type: ignore[attr-defined]
-    client.flushdb()
-    catalog = SqlCatalog("default", uri=f"sqlite:///{tmp_path}/c.db", warehouse=(tmp_path / "wh").as_uri())
-    catalog.create_namespace("demo")
-    queue = RecordingQueue()
-
-    def loader(ref: TableRef):  # type: ignore[no-untyped-def]
-        if ref.catalog not in ("", "default"):
-            raise NotFound(f"catalog {ref.catalog!r} is not configured here")
-        if ref.table == "explode":
-            raise RuntimeError("secret internal detail")
-        return load_table(catalog, ref.namespace, ref.table)
-
-    service = JobService(JobStore(client, 3600), queue, loader)
-    coordinator = CoordinatorServicer(service)
-
-    def reg_coordinator(server: grpc.Server) -> str:
-        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(coordinator, server)
-        return "api.Coordinator"
-
-    def reg_worker(server: grpc.Server) -> str:
-        worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(service, "worker-1"), server)
-        return "api.Worker"
-
-    server, port = create_server("127.0.0.1:0", [reg_coordinator, reg_worker])
-    server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield Api(
-            coordinator_pb2_grpc.CoordinatorStub(channel),
-            worker_pb2_grpc.WorkerStub(channel),
-            catalog,
-            queue,
-            service,
-            coordinator,
-            f"127.0.0.1:{port}",
-        )
-    finally:
-        channel.close()
-        server.stop(0).wait()
-        coordinator.close()
-        client.close()
+    with serve_api(tmp_path, redis_server.url, before_load=_explode) as server:  # type: ignore[attr-defined]
+        yield server
 
 
 def call_fails(fn: object, request: object, code: grpc.StatusCode, pattern: str) -> str:
@@ -340,6 +286,55 @@ def test_committed_snapshot_stays_findable_after_the_job_expires(api: Api) -> No
     assert status.state == common_pb2.COMPLETED and status.committed_snapshot_id == 4242
 
 
+def _report_merged_job(api: Api, tmp_path: Path, auto_commit: bool) -> tuple[str, list[str]]:
+    """A job of 12 one-file tasks on a table that merges them at commit; every manifest reported.
+    -> (job id, the task manifests' paths)."""
+    from tests.tables import rows, write_csv
+    from workers.ingest import write_task_manifest
+
+    merging = {"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "10"}
+    table = make_table(api.catalog, "demo.events", properties=merging)
+    tasks = [{"task_id": f"t{i}", "host": "1"} for i in range(12)]
+    job_id = api.coordinator.StartJob(start_request(tasks=tasks, auto_commit=auto_commit)).job_id
+    snapshot = api.service.store.require(job_id).snapshot
+    paths = []
+    for i in range(12):
+        m = write_task_manifest(snapshot, table, [write_csv(tmp_path / f"s{i}.csv", rows(i * 5, 5))], f"t{i}")
+        assert m is not None
+        paths.append(m.manifest_path)
+        info = common_pb2.ManifestInfo(task_id=m.task_id, descriptor_json=m.to_json())
+        api.coordinator.ReportManifest(coordinator_pb2.ReportManifestRequest(job_id=job_id, manifest=info))
+    return job_id, sorted(paths)
+
+
+def test_a_commit_whose_committer_died_is_completed_and_its_merged_manifests_deleted(
+    api: Api, tmp_path: Path
+) -> None:
+    # The committer's catalog call landed, then it died holding the commit lock, before marking the
+    # job complete or deleting the task manifests it merged away. The auto-committer finds the
+    # snapshot on main, completes the job and deletes those manifests.
+    from app.iceberg import commit_distributed_snapshot
+    from app.jobs.model import JobState
+    from tests.tables import read_ids
+
+    job_id, paths = _report_merged_job(api, tmp_path, auto_commit=False)
+    store = api.service.store
+    job = store.require(job_id)
+    assert store.transition(job_id, [job.state], JobState.COMMITTING)[0]
+    assert store.acquire_commit_lock(job_id) is not None  # held by the dead committer
+    left: list[str] = []
+    table = api.catalog.load_table("demo.events")
+    snapshot_id = commit_distributed_snapshot(
+        table, job.snapshot, store.manifests(job_id), {"floe.job-id": job_id}, None, left
+    )
+    assert left == paths and all(Path(p.removeprefix("file://")).exists() for p in paths)
+    api.service.autocommit_tick()
+    done = store.require(job_id)
+    assert done.state == JobState.COMPLETED and done.committed_snapshot_id == snapshot_id
+    assert not any(Path(p.removeprefix("file://")).exists() for p in paths)
+    assert read_ids(api.catalog.load_table("demo.events")) == list(range(60))
+
+
 def test_merged_away_task_manifests_are_deleted_after_the_job_is_complete(
     api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -347,37 +342,23 @@ def test_merged_away_task_manifests_are_deleted_after_the_job_is_complete(
     # waiting on it is not held up by the deletes, and the merged-away manifests are deleted after.
     from app.jobs import service as service_module
     from app.jobs.model import JobState
-    from tests.tables import read_ids, rows, write_csv
-    from workers.ingest import write_task_manifest
+    from tests.tables import read_ids
 
-    merging = {"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "10"}
-    table = make_table(api.catalog, "demo.events", properties=merging)
-    tasks = [{"task_id": f"t{i}", "host": "1"} for i in range(12)]
-    job_id = api.coordinator.StartJob(start_request(tasks=tasks)).job_id
-    snapshot = api.service.store.require(job_id).snapshot
-    manifests = [
-        write_task_manifest(snapshot, table, [write_csv(tmp_path / f"s{i}.csv", rows(i * 5, 5))], f"t{i}")
-        for i in range(12)
-    ]
-    paths = sorted(m.manifest_path for m in manifests if m is not None)
-    deletes: list[tuple[JobState, list[str]]] = []
+    deletes: list[tuple[list[JobState], list[str]]] = []
     real_delete = service_module.delete_quietly
 
     def recording_delete(io: object, targets: object) -> None:
         listed = list(targets)  # type: ignore[call-overload]
-        deletes.append((api.service.store.require(job_id).state, listed))
+        deletes.append(([j.state for j in api.service.list_jobs(10)], listed))  # the test's one job
         real_delete(io, listed)  # type: ignore[arg-type]
 
     monkeypatch.setattr(service_module, "delete_quietly", recording_delete)
-    for m in manifests:
-        assert m is not None
-        info = common_pb2.ManifestInfo(task_id=m.task_id, descriptor_json=m.to_json())
-        api.coordinator.ReportManifest(coordinator_pb2.ReportManifestRequest(job_id=job_id, manifest=info))
+    job_id, paths = _report_merged_job(api, tmp_path, auto_commit=True)
 
     status = api.coordinator.GetJobStatus(coordinator_pb2.GetJobStatusRequest(job_id=job_id))
     assert status.state == common_pb2.COMPLETED  # the last report committed the job
     merged_deletes = [(state, listed) for state, listed in deletes if set(listed) & set(paths)]
-    assert merged_deletes == [(JobState.COMPLETED, paths)]
+    assert merged_deletes == [([JobState.COMPLETED], paths)]
     assert not any(Path(p.removeprefix("file://")).exists() for p in paths)
     table = api.catalog.load_table("demo.events")
     assert len(table.current_snapshot().manifests(table.io)) == 1  # type: ignore[union-attr]
