@@ -18,7 +18,11 @@ So each file decides, from the first row group it writes, per top-level primitiv
    index per row) is at most ``GAIN`` of the plain size.
 
 Nested columns (struct, list, map leaves) keep pyarrow's default, the dictionary. The choice is a
-writer setting, not a format change: every Parquet reader reads either encoding.
+writer setting, not a format change: every Parquet reader reads either encoding. It is the judgement
+parquet-java (under Iceberg's Java writers) makes after each column's first page, falling back to
+plain unless dictionary-encoded bytes plus the dictionary are smaller than the raw bytes
+(``FallbackValuesWriter`` / ``isCompressionSatisfying``); pyarrow makes no such check, so Floe makes it
+before writing.
 """
 
 from __future__ import annotations
