@@ -62,6 +62,7 @@ def job_keys(job_id: str) -> list[str]:
         job_manifests(job_id),
         job_failures(job_id),
         job_celery_ids(job_id),
+        job_files(job_id),
     ]
 
 

@@ -268,6 +268,7 @@ def _populate_every_key(store: JobStore, job_id: str) -> None:
     store.record_manifest(job_id, "t1", descriptor("t1"))
     assert store.task_failed(job_id, "t2", "unreadable")
     store.mark_enqueued(job_id, ["celery-1", "celery-2"])
+    store.journal_file(job_id, "file:///wh/data/a.parquet")
     for key in keys.job_keys(job_id):
         assert store.r.exists(key), key
 
@@ -288,6 +289,23 @@ def test_terminal_transition_sets_the_retention_on_every_job_key(
     assert job.state is to and job.finished_at == 5000.0
     assert job_id not in store.active_ids()
     assert store.celery_ids(job_id) == ["celery-1", "celery-2"]  # still readable until expiry
+
+
+def test_the_file_journal_never_outlives_its_job(store: JobStore, r: redis.Redis) -> None:
+    # Journaled while the job is open: no expiry yet (the orphan cleanup reads it at the end).
+    job_id, _ = create(store)
+    store.journal_file(job_id, "file:///wh/data/a.parquet")
+    assert r.ttl(keys.job_files(job_id)) == -1
+    # A late attempt journaling after the job finished gets the job's remaining retention ...
+    store.transition(job_id, OPEN_STATES, JobState.FAILED)
+    r.expire(keys.job(job_id), 100)
+    store.journal_file(job_id, "file:///wh/data/late.parquet")
+    assert 95 <= r.ttl(keys.job_files(job_id)) <= 100
+    # ... and one after the job's keys expired gets a full retention, never a key that lives forever.
+    r.delete(*keys.job_keys(job_id))
+    store.journal_file(job_id, "file:///wh/data/later.parquet")
+    assert RETENTION - 5 <= r.ttl(keys.job_files(job_id)) <= RETENTION
+    assert store.journaled_files(job_id) == {"file:///wh/data/later.parquet"}
 
 
 def test_open_and_committing_transitions_set_no_ttl(store: JobStore, r: redis.Redis) -> None:

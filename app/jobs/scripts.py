@@ -135,6 +135,17 @@ end
 return state
 """
 
+# KEYS: job, files.  ARGV: path, retention seconds.
+# Journals a file. Once the job has finished (its hash expires), the journal expires with it; a late
+# attempt journaling after that gets the retention, so no journal outlives its job for good.
+JOURNAL_FILE = """
+redis.call('SADD', KEYS[2], ARGV[1])
+local ttl = redis.call('TTL', KEYS[1])
+if ttl == -2 then ttl = tonumber(ARGV[2]) end
+if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+return 1
+"""
+
 # KEYS: lock.  ARGV: token.  Deletes the lock only if we still hold it.
 RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

@@ -43,6 +43,7 @@ class JobStore:
         self._task_failed = client.register_script(scripts.TASK_FAILED)
         self._touch = client.register_script(scripts.TOUCH)
         self._release = client.register_script(scripts.RELEASE_LOCK)
+        self._journal = client.register_script(scripts.JOURNAL_FILE)
 
     @classmethod
     def from_url(cls, url: str, retention_seconds: int) -> JobStore:
@@ -154,7 +155,7 @@ class JobStore:
         return [ManifestDescriptor.from_json(v) for _, v in sorted(data.items()) if v]
 
     def journal_file(self, job_id: str, path: str) -> None:
-        self.r.sadd(keys.job_files(job_id), path)
+        self._journal(keys=[keys.job(job_id), keys.job_files(job_id)], args=[path, self.retention_seconds])
 
     def journaled_files(self, job_id: str) -> set[str]:
         return set(self.r.smembers(keys.job_files(job_id)))  # type: ignore[arg-type]
