@@ -9,6 +9,9 @@ ACTIVE_JOBS = f"{PREFIX}:jobs:active"  # set of job ids not yet finished
 WORKERS = f"{PREFIX}:workers"  # hash: worker id -> last heartbeat (unix seconds)
 METRICS = f"{PREFIX}:metrics"  # hash: counter name -> value (cluster-wide, exported by the coordinator)
 JOB_EVENTS = f"{PREFIX}:job-events"  # pub/sub channel: the id of every job whose version changed
+# zset: job id -> when its commit landed, until the files it left unreferenced are deleted (a
+# coordinator that dies in between leaves the entry for the auto-committer's sweep)
+CLEANUP_PENDING = f"{PREFIX}:jobs:cleanup-pending"
 
 
 def job(job_id: str) -> str:

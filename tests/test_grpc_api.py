@@ -340,19 +340,19 @@ def test_merged_away_task_manifests_are_deleted_after_the_job_is_complete(
 ) -> None:
     # A job's commit merges its 12 task manifests; the job is marked COMPLETED first, so a client
     # waiting on it is not held up by the deletes, and the merged-away manifests are deleted after.
-    from app.jobs import service as service_module
+    from app.jobs import cleanup as cleanup_module
     from app.jobs.model import JobState
     from tests.tables import read_ids
 
     deletes: list[tuple[list[JobState], list[str]]] = []
-    real_delete = service_module.delete_quietly
+    real_delete = cleanup_module.delete_quietly
 
     def recording_delete(io: object, targets: object) -> None:
         listed = list(targets)  # type: ignore[call-overload]
         deletes.append(([j.state for j in api.service.list_jobs(10)], listed))  # the test's one job
         real_delete(io, listed)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(service_module, "delete_quietly", recording_delete)
+    monkeypatch.setattr(cleanup_module, "delete_quietly", recording_delete)
     job_id, paths = _report_merged_job(api, tmp_path, auto_commit=True)
 
     status = api.coordinator.GetJobStatus(coordinator_pb2.GetJobStatusRequest(job_id=job_id))
@@ -363,3 +363,40 @@ def test_merged_away_task_manifests_are_deleted_after_the_job_is_complete(
     table = api.catalog.load_table("demo.events")
     assert len(table.current_snapshot().manifests(table.io)) == 1  # type: ignore[union-attr]
     assert read_ids(table) == list(range(60))
+
+
+def test_a_committer_that_dies_before_its_deletes_leaves_them_to_the_beat_sweep(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The job is marked COMPLETED, then the coordinator dies before deleting the task manifests the
+    # commit merged away and an orphan a killed attempt left. Beat's sweep deletes them, once the
+    # grace period has passed, and never touches what the snapshot references.
+    import time
+
+    from app.jobs import cleanup as cleanup_module
+    from app.jobs.model import JobState
+    from tests.tables import read_ids
+
+    job_id, paths = _report_merged_job(api, tmp_path, auto_commit=False)
+    store = api.service.store
+    table = api.catalog.load_table("demo.events")
+    orphan = Path(table.location().removeprefix("file://")) / "data" / "killed-attempt.parquet"
+    orphan.write_bytes(b"half a file")
+    store.journal_file(job_id, orphan.as_uri())
+
+    def dies(io: object, targets: object) -> None:
+        raise SystemExit("coordinator killed")
+
+    monkeypatch.setattr(cleanup_module, "delete_quietly", dies)
+    with pytest.raises(SystemExit):
+        api.service.commit(job_id)
+    monkeypatch.undo()
+    assert store.require(job_id).state == JobState.COMPLETED
+    assert all(Path(p.removeprefix("file://")).exists() for p in paths) and orphan.exists()
+
+    assert api.service.autocommit_tick(now=time.time() + 10) == []  # within the grace period: untouched
+    assert all(Path(p.removeprefix("file://")).exists() for p in paths) and orphan.exists()
+    assert api.service.files.sweep(now=time.time() + 120) == [job_id]
+    assert not any(Path(p.removeprefix("file://")).exists() for p in paths) and not orphan.exists()
+    assert api.service.files.sweep(now=time.time() + 120) == []  # done once
+    assert read_ids(api.catalog.load_table("demo.events")) == list(range(60))

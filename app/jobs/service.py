@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Protocol
 
 from pyiceberg.table import Table
@@ -14,6 +13,7 @@ from app.errors import FailedPrecondition, InvalidArgument, NotFound, PermanentE
 from app.iceberg import ManifestDescriptor, begin_distributed_snapshot, commit_distributed_snapshot
 from app.iceberg.commit import find_committed, unreferenced_manifests
 from app.iceberg.files import delete_quietly
+from app.jobs.cleanup import JobFiles, TableLoader
 from app.jobs.manifest_checks import check_reported_manifest
 from app.jobs.model import OPEN_STATES, Job, JobState, TableRef, TaskSpec
 from app.jobs.store import JobStore, RecordResult
@@ -35,7 +35,6 @@ class TaskQueue(Protocol):
     def revoke(self, celery_ids: list[str]) -> None: ...
 
 
-TableLoader = Callable[[TableRef], Table]
 
 
 class JobService:
@@ -43,6 +42,7 @@ class JobService:
         self.store = store
         self.queue = queue
         self.load_table = load_table
+        self.files = JobFiles(store, load_table)
 
     # --- starting -------------------------------------------------------------------------------
 
@@ -258,7 +258,7 @@ class JobService:
         if not manifests:
             self.store.complete(job_id, None)
             if self.store.journaled_files(job_id):  # an attempt that died before finding no rows
-                self._delete_orphans(job_id, self.load_table(job.table), [])
+                self.files.orphans(job_id, self.load_table(job.table), [])
             log.info("job completed with no rows", extra={"job_id": job_id})
             return self.store.require(job_id), False
         table = self.load_table(job.table)
@@ -276,10 +276,10 @@ class JobService:
         finally:
             self.store.count("commit_conflict_retries_total", max(0, stats.get("attempts", 1) - 1))
         observe_commit(self.store, time.monotonic() - started)
+        self.store.cleanup_pending(job_id)  # should this process die before the deletes, beat does them
         self.store.complete(job_id, snapshot_id)
         log.info("job committed", extra={"job_id": job_id, "snapshot_id": snapshot_id})
-        delete_quietly(table.io, merged_away)
-        self._delete_orphans(job_id, table, manifests)
+        self.files.after_commit(job_id, table, manifests, merged_away)
         return self.store.require(job_id), False
 
     def _complete_if_committed(self, job: Job) -> None:
@@ -288,11 +288,13 @@ class JobService:
         except NotFound:
             return
         done = find_committed(table, job.snapshot, job.job_id)
-        if done is not None and self.store.complete(job.job_id, done.snapshot_id):
+        if done is None:
+            return
+        self.store.cleanup_pending(job.job_id)
+        if self.store.complete(job.job_id, done.snapshot_id):
             log.info("completed a commit whose committer died", extra={"job_id": job.job_id})
             manifests = self.store.manifests(job.job_id)
-            delete_quietly(table.io, unreferenced_manifests(table, done, manifests))
-            self._delete_orphans(job.job_id, table, manifests)
+            self.files.after_commit(job.job_id, table, manifests, unreferenced_manifests(table, done, manifests))
 
     # --- ending badly ---------------------------------------------------------------------------
 
@@ -323,39 +325,8 @@ class JobService:
             return False
         log.warning("job %s", to.value.lower(), extra={"job_id": job_id, "reason": reason})
         self.queue.revoke(self.store.celery_ids(job_id))
-        self.clean_up(job_id)
+        self.files.after_failure(job_id)
         return True
-
-    def clean_up(self, job_id: str) -> None:
-        """Delete a failed or cancelled job's files, unless the table shows the job committed."""
-        job = self.store.get(job_id)
-        manifests = self.store.manifests(job_id)
-        if job is None or not (manifests or self.store.journaled_files(job_id)):
-            return
-        try:
-            table = self.load_table(job.table)
-        except NotFound:
-            return
-        if find_committed(table, job.snapshot, job_id) is not None:
-            log.error(
-                "job is marked %s but the table holds its snapshot; keeping its files",
-                job.state.value,
-                extra={"job_id": job_id},
-            )
-            self._delete_orphans(job_id, table, manifests)
-            return
-        self._delete_files(table, manifests)
-        self._delete_orphans(job_id, table, [])
-
-    def _delete_orphans(self, job_id: str, table: Table, kept: list[ManifestDescriptor]) -> None:
-        """Delete journaled files (started by any attempt of any task) that ``kept`` does not reference:
-        what a killed or losing attempt left behind."""
-        referenced = {p for m in kept for p in (*m.data_files, m.manifest_path)}
-        delete_quietly(table.io, sorted(self.store.journaled_files(job_id) - referenced))
-
-    @staticmethod
-    def _delete_files(table: Table, manifests: list[ManifestDescriptor]) -> None:
-        delete_quietly(table.io, [p for m in manifests for p in (*m.data_files, m.manifest_path)])
 
     # --- beat: the watchdog and the auto-committer ----------------------------------------------
 
@@ -378,6 +349,7 @@ class JobService:
 
     def autocommit_tick(self, now: float | None = None) -> list[str]:
         now = time.time() if now is None else now
+        self.files.sweep(now)
         committed = []
         for job_id in self.store.active_ids():
             job = self.store.get(job_id)

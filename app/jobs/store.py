@@ -154,6 +154,16 @@ class JobStore:
         data: dict[str, str] = self.r.hgetall(keys.job_manifests(job_id))  # type: ignore[assignment]
         return [ManifestDescriptor.from_json(v) for _, v in sorted(data.items()) if v]
 
+    def cleanup_pending(self, job_id: str, now: float | None = None) -> None:
+        self.r.zadd(keys.CLEANUP_PENDING, {job_id: time.time() if now is None else now})
+
+    def cleanup_done(self, job_id: str) -> None:
+        self.r.zrem(keys.CLEANUP_PENDING, job_id)
+
+    def cleanups_pending_since(self, before: float) -> list[str]:
+        """Job ids whose cleanup was recorded before ``before`` and is not done."""
+        return list(self.r.zrangebyscore(keys.CLEANUP_PENDING, "-inf", before))  # type: ignore[arg-type]
+
     def journal_file(self, job_id: str, path: str) -> None:
         self._journal(keys=[keys.job(job_id), keys.job_files(job_id)], args=[path, self.retention_seconds])
 
