@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from bench.data import ARROW_SCHEMA, PARQUET_KWARGS, ROW_GROUP_ROWS, csv_read_options
 from workers.parquet_encoding import dictionary_columns
+from workers.partition_split import split_rows
 
 # What Floe's writer uses as its buffer budget; the floor flushes on the same rule.
 FLOOR_BUFFER_BYTES = 256 * 1024 * 1024
@@ -80,29 +81,11 @@ class _FloorPartition:
             self.writer.close()
 
 
-def _partition_pieces(batch: pa.RecordBatch) -> list[tuple[tuple[Any, Any], pa.RecordBatch]]:
-    """Split a batch by (category, day(ts)) with one sort of one integer key.
-
-    The same technique as Floe's writer (dictionary codes combined into one int64, which Arrow
-    sorts several times faster than a two-column table): the floor must not be slower than Floe
-    for want of a trick pyarrow offers.
-    """
+def _partition_pieces(batch: pa.RecordBatch) -> list[tuple[tuple[object, ...], pa.RecordBatch]]:
+    """Split a batch by (category, day(ts)) with Floe's own split (one integer-key sort, one take):
+    the floor must not be slower for want of a trick pyarrow offers."""
     day = pc.divide(pc.cast(batch.column("ts"), pa.int64()), 86_400_000_000)
-    cat = pc.dictionary_encode(batch.column("category"), null_encoding="encode")
-    days = pc.dictionary_encode(day, null_encoding="encode")
-    key = pc.add(pc.multiply(pc.cast(cat.indices, pa.int64()), len(days.dictionary)), pc.cast(days.indices, pa.int64()))
-    order = pc.sort_indices(key)
-    ordered = key.take(order)
-    n = len(ordered)
-    change = pc.not_equal(ordered.slice(0, n - 1), ordered.slice(1))
-    starts = [0, *(i + 1 for i in pc.indices_nonzero(change).to_pylist()), n]
-    out = []
-    in_order = batch.take(order)  # one take, then each piece copied out of it, as Floe's writer does
-    for start, end in zip(starts, starts[1:], strict=False):
-        row = order[start].as_py()
-        key_values = (batch.column("category")[row].as_py(), day[row].as_py())
-        out.append((key_values, pa.concat_batches([in_order.slice(start, end - start)])))
-    return out
+    return split_rows(batch, [batch.column("category"), day])
 
 
 def _blocks(files: list[str]) -> Iterator[pa.RecordBatch]:

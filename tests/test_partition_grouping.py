@@ -1,4 +1,4 @@
-"""workers.datafiles._group: rows grouped by their partition values, checked against plain Python."""
+"""workers.partition_split.group_rows: rows grouped by their partition values, checked against plain Python."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 import pyarrow as pa
 import pytest
 
-from workers.datafiles import _group
+from workers.partition_split import group_rows
 
 
 def _reference(columns: list[list[object]]) -> dict[tuple[object, ...], list[int]]:
@@ -22,7 +22,7 @@ def _reference(columns: list[list[object]]) -> dict[tuple[object, ...], list[int
 
 def _check(columns: list[list[object]], types: list[pa.DataType]) -> None:
     arrays = [pa.array(c, t) for c, t in zip(columns, types, strict=True)]
-    order, bounds, values = _group(arrays)
+    order, bounds, values = group_rows(arrays)
     expected = _reference(columns)
     got: dict[tuple[object, ...], list[int]] = {}
     for value, start, end in zip(values, bounds, bounds[1:], strict=False):
