@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.system import ROOT, Cluster, free_port
-from tests.tables import read_ids, rows, write_csv
+from tests.support.system import ROOT, Cluster, free_port
+from tests.support.tables import read_ids, rows, write_csv
 
 FLOE = str(ROOT / ".venv" / "bin" / "floe")
 
@@ -75,7 +75,7 @@ def test_table_create_from_sample_prints_the_schema_and_spec(
 
 
 def test_table_create_from_schema_file(tmp_path: Path, home: Path) -> None:
-    from tests.tables import SCHEMA
+    from tests.support.tables import SCHEMA
 
     (tmp_path / "schema.json").write_text(SCHEMA.model_dump_json())
     result = floe(

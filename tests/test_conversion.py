@@ -16,8 +16,8 @@ import pytest
 
 from app.errors import InvalidArgument, SourceError
 from app.iceberg import begin_distributed_snapshot
-from tests.conftest import CatalogHandle
-from tests.tables import make_table, read_ids, rows, write_csv, write_jsonl
+from tests.support.catalogs import CatalogHandle
+from tests.support.tables import make_table, read_ids, rows, write_csv, write_jsonl
 from workers.ingest import write_task_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ def _convert_in_own_process(tmp_path: Path, source: Path) -> dict[str, float]:
         import json, resource
         from pyiceberg.catalog.sql import SqlCatalog
         from app.iceberg import begin_distributed_snapshot
-        from tests.tables import make_table
+        from tests.support.tables import make_table
         from workers.ingest import write_task_manifest
         cat = SqlCatalog("c", uri="sqlite:///{source}.db", warehouse="file://{tmp_path}/wh-{source.stem}")
         cat.create_namespace("ns")

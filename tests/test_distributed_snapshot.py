@@ -14,8 +14,8 @@ from pyiceberg.table import Table
 
 from app.errors import CommitStateUnknown, FailedPrecondition, InvalidArgument
 from app.iceberg import DistributedSnapshot, begin_distributed_snapshot, commit_distributed_snapshot
-from tests.conftest import CatalogHandle
-from tests.tables import make_table, read_ids, rows, write_csv, write_jsonl, write_parquet
+from tests.support.catalogs import CatalogHandle
+from tests.support.tables import make_table, read_ids, rows, write_csv, write_jsonl, write_parquet
 from workers.ingest import ManifestDescriptor, write_task_manifest
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -47,8 +47,8 @@ from hypothesis.control import currently_in_test_context
 from app import keys
 from app.iceberg import ManifestDescriptor
 from app.proto_gen.api import common_pb2, coordinator_pb2, worker_pb2
-from tests.api_server import WORKER_ID, ApiServer, serve_api
-from tests.tables import make_table, rows, write_csv
+from tests.support.api_server import WORKER_ID, ApiServer, serve_api
+from tests.support.tables import make_table, rows, write_csv
 from workers.ingest import write_task_manifest
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,7 @@ FUZZ = settings(
 )
 
 # --------------------------------------------------------------------------------------------
-# the server (tests/api_server.py) and the golden job
+# the server (tests/support/api_server.py) and the golden job
 # --------------------------------------------------------------------------------------------
 
 

@@ -1,61 +1,24 @@
 """Every RPC's bad input gets the right status code and a precise message, over a real gRPC server.
 
-The server, Redis and the catalog are real; the Celery queue is a recorder (tests/api_server.py).
+The server, Redis and the catalog are real; the Celery queue is a recorder (tests/support/api_server.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf.json_format import Parse
 
-from app.jobs.model import TableRef
 from app.proto_gen.api import common_pb2, coordinator_pb2, worker_pb2
-from tests.api_server import ApiServer, serve_api
-from tests.tables import make_table
+from tests.support.api_server import Api, call_fails, start_request
+from tests.support.tables import make_table
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
-
-
-Api = ApiServer
-
-
-def _explode(ref: TableRef) -> None:
-    if ref.table == "explode":
-        raise RuntimeError("secret internal detail")
-
-
-@pytest.fixture
-def api(tmp_path: Path, redis_server: object) -> Iterator[Api]:
-    with serve_api(tmp_path, redis_server.url, before_load=_explode) as server:  # type: ignore[attr-defined]
-        yield server
-
-
-def call_fails(fn: object, request: object, code: grpc.StatusCode, pattern: str) -> str:
-    with pytest.raises(grpc.RpcError) as info:
-        result = fn(request, timeout=10)  # type: ignore[operator]
-        if hasattr(result, "__iter__") and not hasattr(result, "ListFields"):
-            list(result)
-    err = info.value
-    assert err.code() == code, (err.code(), err.details())
-    details = err.details() or ""
-    import re
-
-    assert re.search(pattern, details), details
-    assert "Traceback" not in details
-    return details
-
-
-def start_request(**data: object) -> coordinator_pb2.StartJobRequest:
-    base = {"table": {"catalog": "default", "namespace": "demo", "table": "events"}, "requester": "t"}
-    base.update(data)  # type: ignore[arg-type]
-    return Parse(json.dumps(base), coordinator_pb2.StartJobRequest())
 
 
 @pytest.mark.parametrize(
@@ -289,7 +252,7 @@ def test_committed_snapshot_stays_findable_after_the_job_expires(api: Api) -> No
 def _report_merged_job(api: Api, tmp_path: Path, auto_commit: bool) -> tuple[str, list[str]]:
     """A job of 12 one-file tasks on a table that merges them at commit; every manifest reported.
     -> (job id, the task manifests' paths)."""
-    from tests.tables import rows, write_csv
+    from tests.support.tables import rows, write_csv
     from workers.ingest import write_task_manifest
 
     merging = {"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "10"}
@@ -315,7 +278,7 @@ def test_a_commit_whose_committer_died_is_completed_and_its_merged_manifests_del
     # snapshot on main, completes the job and deletes those manifests.
     from app.iceberg import commit_distributed_snapshot
     from app.jobs.model import JobState
-    from tests.tables import read_ids
+    from tests.support.tables import read_ids
 
     job_id, paths = _report_merged_job(api, tmp_path, auto_commit=False)
     store = api.service.store
@@ -342,7 +305,7 @@ def test_merged_away_task_manifests_are_deleted_after_the_job_is_complete(
     # waiting on it is not held up by the deletes, and the merged-away manifests are deleted after.
     from app.jobs import cleanup as cleanup_module
     from app.jobs.model import JobState
-    from tests.tables import read_ids
+    from tests.support.tables import read_ids
 
     deletes: list[tuple[list[JobState], list[str]]] = []
     real_delete = cleanup_module.delete_quietly
@@ -375,7 +338,7 @@ def test_a_committer_that_dies_before_its_deletes_leaves_them_to_the_beat_sweep(
 
     from app.jobs import cleanup as cleanup_module
     from app.jobs.model import JobState
-    from tests.tables import read_ids
+    from tests.support.tables import read_ids
 
     job_id, paths = _report_merged_job(api, tmp_path, auto_commit=False)
     store = api.service.store

@@ -21,8 +21,8 @@ from app.jobs.model import JobState, TaskSpec
 from app.jobs.store import JobStore
 from app.proto_gen.api import common_pb2, coordinator_pb2
 from app.stack import start_redis
-from tests.tables import make_table
-from tests.test_grpc_api import Api, api, start_request  # noqa: F401 - the fixture is used below
+from tests.support.api_server import Api, start_request
+from tests.support.tables import make_table
 from tests.test_job_store import create
 
 NEVER = 3600.0

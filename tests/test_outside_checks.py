@@ -25,9 +25,9 @@ import pyarrow as pa
 import pytest
 
 from app.iceberg import begin_distributed_snapshot, commit_distributed_snapshot
-from tests.conftest import CatalogHandle
-from tests.system import ROOT, Cluster
-from tests.tables import make_table, rows, write_csv, write_jsonl, write_parquet
+from tests.support.catalogs import CatalogHandle
+from tests.support.system import ROOT, Cluster
+from tests.support.tables import make_table, rows, write_csv, write_jsonl, write_parquet
 from workers.ingest import write_task_manifest
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from app.iceberg import begin_distributed_snapshot, commit_distributed_snapshot
-from tests.conftest import CatalogHandle
-from tests.tables import make_table, read_ids, rows, write_csv
+from tests.support.catalogs import CatalogHandle
+from tests.support.tables import make_table, read_ids, rows, write_csv
 from workers.ingest import write_task_manifest
 from workers.parquet_encoding import MIN_ROWS, dictionary_columns, distinct_in
 

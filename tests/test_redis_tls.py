@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import serialization
 
 from app.client import TaskArg
 from app.proto_gen.api import common_pb2
-from tests.system import Cluster, free_port, wait_until
-from tests.tables import make_table, read_ids, rows, write_csv
-from tests.test_security import _cert, _key, _pem_key
+from tests.support.certs import make_cert, new_key, pem_key
+from tests.support.system import Cluster, free_port, wait_until
+from tests.support.tables import make_table, read_ids, rows, write_csv
 
 pytestmark = pytest.mark.integration
 PASSWORD = "redis-pass-Zq81"
@@ -27,14 +27,14 @@ def tls_redis(tmp_path: Path) -> Iterator[str]:
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
-    ca_key, server_key = _key(), _key()
+    ca_key, server_key = new_key(), new_key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "redis test CA")])
     pem = serialization.Encoding.PEM
     d = tmp_path / "redis-tls"
     d.mkdir()
-    (d / "ca.pem").write_bytes(_cert("redis test CA", ca_key, ca_name, ca_key, ca=True).public_bytes(pem))
-    (d / "server.pem").write_bytes(_cert("localhost", server_key, ca_name, ca_key, server=True).public_bytes(pem))
-    (d / "server.key").write_bytes(_pem_key(server_key))
+    (d / "ca.pem").write_bytes(make_cert("redis test CA", ca_key, ca_name, ca_key, ca=True).public_bytes(pem))
+    (d / "server.pem").write_bytes(make_cert("localhost", server_key, ca_name, ca_key, server=True).public_bytes(pem))
+    (d / "server.key").write_bytes(pem_key(server_key))
     port = free_port()
     proc = subprocess.Popen(
         [shutil.which("redis-server") or "redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",

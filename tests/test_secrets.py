@@ -40,8 +40,8 @@ from google.protobuf.json_format import MessageToJson
 from app.client import CoordinatorClient, TaskArg
 from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from app.stack import RedisProcess, start_redis
-from tests.system import ROOT, Cluster, Proc, free_port, wait_until
-from tests.tables import make_table, read_ids, rows, write_csv
+from tests.support.system import ROOT, Cluster, Proc, free_port, wait_until
+from tests.support.tables import make_table, read_ids, rows, write_csv
 
 pytestmark = pytest.mark.integration
 

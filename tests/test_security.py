@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -20,6 +17,7 @@ from app.errors import ConfigError
 from app.grpc.server import create_server
 from app.proto_gen.api import coordinator_pb2, coordinator_pb2_grpc
 from app.security import TransportSecurity
+from tests.support.certs import make_cert, new_key, pem_key
 
 TOKEN = "s3cret-token-0123456789"
 
@@ -35,51 +33,22 @@ class Pki:
     rogue_key: bytes
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, issuer_key: ec.EllipticCurvePrivateKey,
-          ca: bool = False, server: bool = False) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 @pytest.fixture(scope="module")
 def pki() -> Pki:
-    ca_key, rogue_ca_key = _key(), _key()
+    ca_key, rogue_ca_key = new_key(), new_key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "floe test CA")])
     rogue_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rogue CA")])
-    ca = _cert("floe test CA", ca_key, ca_name, ca_key, ca=True)
-    server_key, client_key, rogue_key = _key(), _key(), _key()
+    ca = make_cert("floe test CA", ca_key, ca_name, ca_key, ca=True)
+    server_key, client_key, rogue_key = new_key(), new_key(), new_key()
     pem = serialization.Encoding.PEM
     return Pki(
         ca=ca.public_bytes(pem),
-        server_cert=_cert("localhost", server_key, ca_name, ca_key, server=True).public_bytes(pem),
-        server_key=_pem_key(server_key),
-        client_cert=_cert("client", client_key, ca_name, ca_key).public_bytes(pem),
-        client_key=_pem_key(client_key),
-        rogue_cert=_cert("rogue", rogue_key, rogue_name, rogue_ca_key).public_bytes(pem),
-        rogue_key=_pem_key(rogue_key),
+        server_cert=make_cert("localhost", server_key, ca_name, ca_key, server=True).public_bytes(pem),
+        server_key=pem_key(server_key),
+        client_cert=make_cert("client", client_key, ca_name, ca_key).public_bytes(pem),
+        client_key=pem_key(client_key),
+        rogue_cert=make_cert("rogue", rogue_key, rogue_name, rogue_ca_key).public_bytes(pem),
+        rogue_key=pem_key(rogue_key),
     )
 
 

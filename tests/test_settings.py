@@ -12,8 +12,8 @@ import pytest
 from app.errors import ConfigError, InvalidArgument
 from app.jobs.validation import check_id
 from app.settings import CATALOG_TYPES, Settings, get_settings, reset_settings
-from tests.conftest import CatalogHandle
-from tests.tables import make_table
+from tests.support.catalogs import CatalogHandle
+from tests.support.tables import make_table
 from workers import datafiles
 from workers.datafiles import BUFFER_BUDGET_BYTES, DataFileWriter, _buffer_budget
 

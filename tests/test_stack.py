@@ -27,7 +27,6 @@ from app.stack import (
     grpc_serving,
     start_redis,
 )
-from tests.redis_server import ExternalRedis, redis_server  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -306,7 +305,7 @@ def test_start_redis_refuses_a_data_dir_another_server_uses(tmp_path: Path) -> N
 
 
 @pytest.mark.integration
-def test_redis_server_fixture_answers(redis_server: RedisProcess | ExternalRedis) -> None:  # noqa: F811
+def test_redis_server_fixture_answers(redis_server: RedisProcess) -> None:
     client = redis.Redis.from_url(redis_server.url)
     try:
         assert client.ping() is True

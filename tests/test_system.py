@@ -11,8 +11,16 @@ import pytest
 
 from app.client import TaskArg
 from app.proto_gen.api import common_pb2, coordinator_pb2, worker_pb2, worker_pb2_grpc
-from tests.system import Cluster, wait_until
-from tests.tables import make_table, read_ids, rows, write_big_csv, write_csv, write_jsonl, write_parquet
+from tests.support.system import Cluster, wait_until
+from tests.support.tables import (
+    make_table,
+    read_ids,
+    rows,
+    write_big_csv,
+    write_csv,
+    write_jsonl,
+    write_parquet,
+)
 
 pytestmark = pytest.mark.integration
 

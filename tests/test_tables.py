@@ -30,8 +30,8 @@ from pyiceberg.types import (
 
 from app.errors import AlreadyExists, InvalidArgument, SourceError
 from app.tables import create_table, parse_partition_spec, schema_from_file, schema_from_sample
-from tests.conftest import CatalogHandle
-from tests.tables import SCHEMA, read_ids, rows, write_csv, write_jsonl, write_parquet
+from tests.support.catalogs import CatalogHandle
+from tests.support.tables import SCHEMA, read_ids, rows, write_csv, write_jsonl, write_parquet
 
 
 def fields(text: str, schema: Schema = SCHEMA) -> list[tuple[int, int, object, str]]:

@@ -1,6 +1,6 @@
 """One OS process in its own process group, its output in a log file: what the harnesses drive.
 
-The system tests (``tests/system.py``) and the fault matrix (``chaos/harness.py``) start Floe's real
+The system tests (``tests/support/system.py``) and the fault matrix (``chaos/harness.py``) start Floe's real
 processes with this and stop them as an operator (SIGTERM to the group, then SIGKILL) or kill them as
 a crash would (SIGKILL to the whole group, Celery's pool children included).
 """

@@ -8,13 +8,17 @@ needed to refuse bad input (tests/test_system.py runs the real queue).
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import pytest
 import redis
+from google.protobuf.json_format import Parse
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 
@@ -25,9 +29,9 @@ from app.grpc.server import create_server
 from app.jobs.model import TableRef
 from app.jobs.service import JobService
 from app.jobs.store import JobStore
-from app.proto_gen.api import coordinator_pb2_grpc, worker_pb2_grpc
+from app.proto_gen.api import coordinator_pb2, coordinator_pb2_grpc, worker_pb2_grpc
 from app.security import TransportSecurity
-from tests.recording_queue import RecordingQueue
+from tests.support.recording_queue import RecordingQueue
 from workers.facade import WorkerServicer
 
 WORKER_ID = "worker-1"
@@ -99,3 +103,36 @@ def serve_api(
         server.stop(0).wait()
         coordinator.close()
         client.close()
+
+
+Api = ApiServer
+
+
+def _explode(ref: TableRef) -> None:
+    if ref.table == "explode":
+        raise RuntimeError("secret internal detail")
+
+
+@pytest.fixture
+def api(tmp_path: Path, redis_server: object) -> Iterator[Api]:
+    with serve_api(tmp_path, redis_server.url, before_load=_explode) as server:  # type: ignore[attr-defined]
+        yield server
+
+
+def call_fails(fn: object, request: object, code: grpc.StatusCode, pattern: str) -> str:
+    with pytest.raises(grpc.RpcError) as info:
+        result = fn(request, timeout=10)  # type: ignore[operator]
+        if hasattr(result, "__iter__") and not hasattr(result, "ListFields"):
+            list(result)
+    err = info.value
+    assert err.code() == code, (err.code(), err.details())
+    details = err.details() or ""
+    assert re.search(pattern, details), details
+    assert "Traceback" not in details
+    return details
+
+
+def start_request(**data: object) -> coordinator_pb2.StartJobRequest:
+    base = {"table": {"catalog": "default", "namespace": "demo", "table": "events"}, "requester": "t"}
+    base.update(data)  # type: ignore[arg-type]
+    return Parse(json.dumps(base), coordinator_pb2.StartJobRequest())
