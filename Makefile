@@ -42,11 +42,29 @@ $(JS_STAMP): $(JS_DIR)/package-lock.json
 
 js-deps: $(JS_STAMP)
 
+# Spark with Iceberg's Java library, the third outside engine (tests/test_spark.py): pyspark from the
+# `spark` extra; the Iceberg runtime jar from a wheel that must be installed with --no-deps (an extra
+# cannot say that); Debian's PostgreSQL JDBC driver, apt-get update only when apt does not know it yet.
+SPARK_STAMP := $(VENV)/.spark-$(shell cksum pyproject.toml | cut -d' ' -f1)
+JDBC_JAR := /usr/share/java/postgresql.jar
+
+.PHONY: spark-deps
+
+$(SPARK_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[spark]'
+	$(BIN)/python -m pip install -q --no-deps snowpark-connect-deps-iceberg==1.0.2
+	rm -f $(VENV)/.spark-*
+	touch $@
+
+spark-deps: $(SPARK_STAMP)
+	@test -f $(JDBC_JAR) || DEBIAN_FRONTEND=noninteractive apt-get install -y -q libpostgresql-jdbc-java \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libpostgresql-jdbc-java; }
+
 lint: install
 	$(BIN)/ruff check app workers tests scripts
 	$(BIN)/mypy
 
-test: lint js-deps
+test: lint js-deps spark-deps
 	$(BIN)/pytest -q
 
 unit: install

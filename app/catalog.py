@@ -5,10 +5,15 @@ from __future__ import annotations
 import threading
 
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+from pyiceberg.exceptions import (
+    NoSuchNamespaceError,
+    NoSuchTableError,
+)
 from pyiceberg.table import Table
 
-from app.errors import ConfigError, InvalidArgument, NotFound
+from app.errors import CatalogUnavailable, ConfigError, NotFound
+from app.iceberg.unavailable import CATALOG_UNAVAILABLE
+from app.jobs.validation import check_table_name
 from app.settings import Settings
 
 _lock = threading.Lock()
@@ -36,25 +41,13 @@ def get_catalog(settings: Settings, name: str | None = None) -> Catalog:
         return _catalogs[key]
 
 
-def validate_identifier(namespace: str, table: str) -> None:
-    if not table:
-        raise InvalidArgument("table.table is required (the table's name)")
-    if not namespace:
-        raise InvalidArgument("table.namespace is required")
-    if any(not part.strip() for part in namespace.split(".")):
-        raise InvalidArgument(f"table.namespace={namespace[:80]!r} has an empty level")
-    for label, value in (("table.namespace", namespace), ("table.table", table)):
-        if len(value) > 255 or any(ord(c) < 32 for c in value) or value != value.strip():
-            raise InvalidArgument(f"{label}={value!r} is not a valid identifier")
-    if "." in table:
-        raise InvalidArgument(
-            f"table.table={table!r} must not contain '.' (put the namespace in table.namespace)"
-        )
-
-
 def load_table(catalog: Catalog, namespace: str, table: str) -> Table:
-    validate_identifier(namespace, table)
+    check_table_name(namespace, table)
     try:
         return catalog.load_table((*namespace.split("."), table))
     except (NoSuchTableError, NoSuchNamespaceError):
         raise NotFound(f"table {namespace}.{table} does not exist in catalog {catalog.name!r}") from None
+    except CATALOG_UNAVAILABLE as exc:
+        raise CatalogUnavailable(
+            f"catalog {catalog.name!r} could not load {namespace}.{table}: {type(exc).__name__}: {exc}"
+        ) from exc

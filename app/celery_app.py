@@ -3,9 +3,16 @@
 Queues: ``host-<id>`` (one per worker host, created on first use), ``ingest`` (tasks on shared
 storage), ``control`` (commits, the watchdog and the auto-committer). Start a host with
 ``celery -A app.celery_app worker -Q host-1,control`` or ``floe worker``.
+
+Nothing is built at import: the app is made from the settings on first use (``get_celery()``, or
+the module attribute ``app`` that ``celery -A app.celery_app`` looks up). The coordinator only
+publishes tasks by name; the worker side's task module is named in ``include`` (imported by Celery
+in worker processes only), so ``app/`` never imports ``workers/``.
 """
 
 from __future__ import annotations
+
+import threading
 
 from celery import Celery
 from kombu import Queue
@@ -17,10 +24,11 @@ INGEST_TASK = "floe.ingest"
 COMMIT_TASK = "floe.commit_job"
 WATCHDOG_TASK = "floe.watchdog"
 AUTOCOMMIT_TASK = "floe.autocommit"
+WORKER_TASKS_MODULE = "workers.tasks"
 
 
 def make_celery(settings: Settings) -> Celery:
-    celery = Celery("floe", broker=settings.redis_url or DEFAULT_REDIS_URL, include=["workers.tasks"])
+    celery = Celery("floe", broker=settings.redis_url or DEFAULT_REDIS_URL, include=[WORKER_TASKS_MODULE])
     interval = float(settings.watchdog_interval_seconds)
     celery.conf.update(
         # exactly-once rules: ack after the work, redeliver when a worker dies, take one at a time
@@ -61,7 +69,24 @@ def make_celery(settings: Settings) -> Celery:
     return celery
 
 
-app = make_celery(get_settings())
+_lock = threading.Lock()
+_celery: Celery | None = None
+
+
+def get_celery() -> Celery:
+    """The process's Celery app, made from the settings on first use."""
+    global _celery
+    with _lock:
+        if _celery is None:
+            _celery = make_celery(get_settings())
+        return _celery
+
+
+def __getattr__(name: str) -> Celery:
+    # ``celery -A app.celery_app`` looks for the attribute ``app``: made on first access, not at import
+    if name == "app":
+        return get_celery()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class CeleryTaskQueue:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.errors import FloeError
+from app.processes import celery_argv
 
 log = logging.getLogger("floe")
 
@@ -56,64 +57,15 @@ def cmd_coordinator(_args: argparse.Namespace) -> int:
     return 0
 
 
-def celery_argv(*args: str) -> list[str]:
-    """``python -m celery -A app.celery_app ARGS...`` with this interpreter."""
-    return [sys.executable, "-m", "celery", "-A", "app.celery_app", *args]
-
-
-def celery_worker_argv(worker_id: str, concurrency: int | None = None, node_name: str | None = None) -> list[str]:
-    argv = celery_argv(
-        "worker",
-        "-Q",
-        f"host-{worker_id},control",
-        "-n",
-        node_name or f"floe-{worker_id}@%h",
-        "-E",
-        "--loglevel",
-        "INFO",
-    )
-    if concurrency:
-        argv += ["--concurrency", str(concurrency)]
-    return argv
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
-    """A host: a Celery worker on host-<WORKER_ID>,control plus the api.Worker facade."""
-    from app.errors import ConfigError
-    from app.grpc.server import create_server, serve_until_signalled
-    from app.proto_gen.api import worker_pb2_grpc
-    from app.runtime import get_service
-    from app.settings import get_settings
-    from workers.facade import WorkerServicer
-
-    settings = get_settings()
-    if not settings.worker_id:
-        raise ConfigError(
-            "WORKER_ID is required for `floe worker` (it names the host queue host-<WORKER_ID>)"
-        )
-    if settings.worker_data_base is None or not settings.worker_data_base.is_dir():
-        raise ConfigError(f"WORKER_DATA_BASE={settings.worker_data_base} must be an existing directory")
-    from app.settings import _int_env
-
-    concurrency = args.concurrency or _int_env(os.environ, "FLOE_WORKER_CONCURRENCY", 0, minimum=0) or None
-    celery_proc = subprocess.Popen(celery_worker_argv(settings.worker_id, concurrency))
-    service = get_service()
-    worker_id = settings.worker_id
-
-    def register(server: object) -> str:
-        worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(service, worker_id), server)
-        return "api.Worker"
-
-    try:
-        server, port = create_server(settings.worker_address, [register])
-        serve_until_signalled(server, f"worker {worker_id}", port)
-    finally:
-        celery_proc.terminate()
-        try:
-            celery_proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            celery_proc.kill()
-    return 0
+    """A host: ``python -m workers`` in this process's place (Celery worker + the api.Worker facade)."""
+    argv = [sys.executable, "-m", "workers"]
+    if args.concurrency:
+        argv += ["--concurrency", str(args.concurrency)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+    return 0  # not reached
 
 
 def cmd_beat(_args: argparse.Namespace) -> int:
@@ -183,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _configure_logging()
     args = build_parser().parse_args(argv)
     try:
+        _configure_logging()
         return int(args.func(args) or 0)
     except FloeError as exc:
         print(f"floe: {exc}", file=sys.stderr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -11,19 +10,8 @@ from typing import Any
 import grpc
 
 from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc
-from app.security import TransportSecurity
 
-TERMINAL_STATES = frozenset({common_pb2.COMPLETED, common_pb2.FAILED, common_pb2.CANCELLED})
-
-
-def default_target() -> str:
-    if target := os.environ.get("FLOE_COORDINATOR"):
-        return target
-    address = os.environ.get("COORDINATOR_ADDRESS") or ":50051"
-    host, _, port = address.rpartition(":")
-    if host in ("", "0.0.0.0", "[::]"):
-        host = "127.0.0.1"
-    return f"{host}:{port}"
+TERMINAL_STATES = frozenset({common_pb2.COMPLETED, common_pb2.FAILED, common_pb2.CANCELLED})  # as the wire names them
 
 
 @dataclass
@@ -35,9 +23,12 @@ class TaskArg:
 
 class CoordinatorClient:
     def __init__(self, target: str | None = None, timeout: float = 60.0) -> None:
-        self.target = target or default_target()
+        from app.settings import get_settings
+
+        settings = get_settings()
+        self.target = target or settings.coordinator_target
         self.timeout = timeout
-        self.channel = TransportSecurity.from_env().channel(self.target)
+        self.channel = settings.security.channel(self.target)
         self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
 
     def close(self) -> None:

@@ -56,22 +56,21 @@ def write_samples(host1: Path, host2: Path) -> int:
 
 
 def run_demo() -> int:
-    home = Path(os.environ.get("FLOE_HOME") or ".floe/demo").absolute()
+    from app.settings import get_settings, reset_settings
+
+    home = get_settings().demo_home
     if home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True)
     os.environ["FLOE_HOME"] = str(home)
     for key in ("ICEBERG_CATALOG_NAME", "ICEBERG_CATALOG_TYPE", "ICEBERG_CATALOG_URI", "ICEBERG_WAREHOUSE"):
         os.environ.pop(key, None)
-    from app.settings import reset_settings
-
     reset_settings()
     import logging
 
     from app.catalog import get_catalog
     from app.client import CoordinatorClient, TaskArg
     from app.client_cli import watch
-    from app.settings import get_settings
     from app.stack import LocalStack, free_port, free_port_block
     from app.tables import create_table
 

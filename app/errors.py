@@ -68,6 +68,10 @@ class RetryableError(FloeError):
     retryable = True
 
 
+class CatalogUnavailable(RetryableError):
+    """The Iceberg catalog is down, overloaded or unreachable: the call may succeed once it is back."""
+
+
 class ResourceExhausted(RetryableError):
     """A server-side limit is reached (e.g. open WatchJob streams); retry later or use another call."""
 
@@ -78,6 +82,10 @@ class CommitConflict(RetryableError):
     """Another writer kept moving the table and the commit ran out of retries."""
 
     grpc_code = "ABORTED"
+
+    def __init__(self, message: str, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.attempts = attempts
 
 
 class CommitStateUnknown(RetryableError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -60,11 +59,14 @@ def configure_logging() -> None:
     if getattr(root, "_floe_configured", False):
         return
     handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("FLOE_LOG_FORMAT", "json") == "text":
+    from app.settings import get_settings
+
+    settings = get_settings()
+    if settings.log_format == "text":
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     else:
         handler.setFormatter(JsonFormatter())
     handler.addFilter(JobContextFilter())
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("FLOE_LOG_LEVEL", "INFO").upper())
+    root.setLevel(settings.log_level)
     root._floe_configured = True  # type: ignore[attr-defined]

@@ -5,17 +5,13 @@ the current jobs by state on ``FLOE_METRICS_PORT``."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app import keys
+from app.jobs.store import JobStore
 
-if TYPE_CHECKING:
-    from app.jobs.store import JobStore
-
-COMMIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 COUNTERS = {
     "manifests_total": "manifests accepted",
     "tasks_done_total": "ingest tasks that recorded a manifest",
@@ -31,16 +27,6 @@ COUNTERS = {
 }
 
 
-def observe_commit(store: JobStore, seconds: float) -> None:
-    pipe = store.r.pipeline(transaction=False)
-    pipe.hincrbyfloat(keys.METRICS, "commit_seconds_sum", seconds)
-    pipe.hincrby(keys.METRICS, "commit_seconds_count", 1)
-    for bound in COMMIT_BUCKETS:
-        if seconds <= bound:
-            pipe.hincrby(keys.METRICS, f"commit_seconds_le_{bound}", 1)
-    pipe.execute()
-
-
 class FloeCollector(Collector):
     def __init__(self, store: JobStore) -> None:
         self.store = store
@@ -52,18 +38,13 @@ class FloeCollector(Collector):
             family.add_metric([], counters.get(name, 0.0))
             yield family
         count = counters.get("commit_seconds_count", 0.0)
-        buckets = [(str(b), counters.get(f"commit_seconds_le_{b}", 0.0)) for b in COMMIT_BUCKETS]
+        buckets = [(str(b), counters.get(f"commit_seconds_le_{b}", 0.0)) for b in keys.COMMIT_BUCKETS]
         buckets.append(("+Inf", count))
         histogram = HistogramMetricFamily("floe_commit_seconds", "time to commit a job's snapshot")
         histogram.add_metric([], buckets, counters.get("commit_seconds_sum", 0.0))
         yield histogram
         states = GaugeMetricFamily("floe_jobs", "jobs not yet finished, by state", labels=["state"])
-        by_state: dict[str, int] = {"PENDING": 0, "RUNNING": 0, "COMMITTING": 0}
-        for job_id in self.store.active_ids():
-            state = self.store.r.hget(keys.job(job_id), "state")
-            if isinstance(state, str) and state in by_state:
-                by_state[state] += 1
-        for state, n in by_state.items():
+        for state, n in self.store.open_job_counts().items():
             states.add_metric([state], n)
         yield states
 

@@ -17,14 +17,14 @@ _service: JobService | None = None
 
 
 def build_service(settings: Settings) -> JobService:
-    from app.celery_app import DEFAULT_REDIS_URL, CeleryTaskQueue, app
+    from app.celery_app import DEFAULT_REDIS_URL, CeleryTaskQueue, get_celery
 
     store = JobStore.from_url(settings.redis_url or DEFAULT_REDIS_URL, settings.job_retention_seconds)
 
     def load(ref: TableRef) -> Table:
         return load_table(get_catalog(settings, ref.catalog or None), ref.namespace, ref.table)
 
-    return JobService(store, CeleryTaskQueue(app), load)
+    return JobService(store, CeleryTaskQueue(get_celery()), load)
 
 
 def get_service() -> JobService:

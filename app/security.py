@@ -9,15 +9,11 @@ FLOE_TLS_CERT/KEY as their own certificate when set); with a token, ``authorizat
 from __future__ import annotations
 
 import hmac
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
-
-from app.errors import ConfigError
 
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -28,27 +24,6 @@ class TransportSecurity:
     key: bytes | None = None
     ca: bytes | None = None
     token: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TransportSecurity:
-        env = os.environ if env is None else env
-
-        def read(name: str) -> bytes | None:
-            path = env.get(name)
-            if not path:
-                return None
-            try:
-                return Path(path).read_bytes()
-            except OSError as exc:
-                raise ConfigError(f"{name}={path!r} cannot be read: {exc.strerror}") from None
-
-        cert, key, ca = read("FLOE_TLS_CERT"), read("FLOE_TLS_KEY"), read("FLOE_TLS_CA")
-        if (cert is None) != (key is None):
-            raise ConfigError("FLOE_TLS_CERT and FLOE_TLS_KEY must be set together")
-        token = env.get("FLOE_AUTH_TOKEN") or None
-        if token is not None and (len(token) < 16 or any(c.isspace() for c in token)):
-            raise ConfigError("FLOE_AUTH_TOKEN must be at least 16 characters without spaces")
-        return cls(cert, key, ca, token)
 
     def server_credentials(self) -> grpc.ServerCredentials | None:
         if self.cert is None or self.key is None:

@@ -1,7 +1,7 @@
 """One typed settings object, built once per process from the environment.
 
 The catalog reuses pyiceberg's own configuration (``.pyiceberg.yaml`` and
-``PYICEBERG_CATALOG__<NAME>__<KEY>``); the seed's ``ICEBERG_CATALOG_NAME``,
+``PYICEBERG_CATALOG__<NAME>__<KEY>``); the walkthrough's ``ICEBERG_CATALOG_NAME``,
 ``ICEBERG_CATALOG_TYPE``, ``ICEBERG_CATALOG_URI`` and ``ICEBERG_WAREHOUSE`` are mapped onto
 it. With nothing configured, the embedded default is a SQL catalog on SQLite and a
 ``file://`` warehouse under ``$FLOE_HOME`` (default ``./.floe``).
@@ -16,22 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.errors import ConfigError
+from app.security import TransportSecurity
+from app.values import parse_int
 
 CATALOG_TYPES = ("rest", "sql", "hive", "glue", "dynamodb", "in-memory", "bigquery")
 DEFAULT_CATALOG_NAME = "default"
+WRITE_BUFFER_ENV = "FLOE_WRITE_BUFFER_BYTES"
+DEFAULT_WRITE_BUFFER_BYTES = 256 * 1024 * 1024
 
 
 def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be at least {minimum}")
-    return value
+    return parse_int(env.get(name), name, default, minimum, ConfigError)
 
 
 def _port_env(env: Mapping[str, str], name: str) -> int:
@@ -63,6 +58,14 @@ class Settings:
     visibility_timeout_seconds: int
     watchdog_interval_seconds: int
     metrics_port: int
+    worker_concurrency: int  # 0 = one Celery process per core
+    write_buffer_bytes: int
+    arrow_memory_pool: str | None  # ARROW_DEFAULT_MEMORY_POOL; None = Floe picks jemalloc
+    log_format: str  # json | text
+    log_level: str
+    security: TransportSecurity
+    coordinator_target: str  # where clients reach the coordinator
+    demo_home: Path
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -89,7 +92,55 @@ class Settings:
             visibility_timeout_seconds=_int_env(env, "FLOE_VISIBILITY_TIMEOUT_SECONDS", 3600),
             watchdog_interval_seconds=_int_env(env, "FLOE_WATCHDOG_INTERVAL_SECONDS", 5),
             metrics_port=_port_env(env, "FLOE_METRICS_PORT"),
+            worker_concurrency=_int_env(env, "FLOE_WORKER_CONCURRENCY", 0, minimum=0),
+            write_buffer_bytes=_int_env(env, WRITE_BUFFER_ENV, DEFAULT_WRITE_BUFFER_BYTES, minimum=1 << 20),
+            arrow_memory_pool=env.get("ARROW_DEFAULT_MEMORY_POOL") or None,
+            log_format=_choice_env(env, "FLOE_LOG_FORMAT", ("json", "text")),
+            log_level=_choice_env(env, "FLOE_LOG_LEVEL", ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")),
+            security=security_from_env(env),
+            coordinator_target=_coordinator_target(env),
+            demo_home=Path(env.get("FLOE_HOME") or ".floe/demo").absolute(),
         )
+
+
+def _choice_env(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name) or choices[0]
+    for choice in choices:
+        if raw.lower() == choice.lower():
+            return choice
+    raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+
+
+def _coordinator_target(env: Mapping[str, str]) -> str:
+    """``FLOE_COORDINATOR``, else the local address ``COORDINATOR_ADDRESS`` listens on."""
+    if target := env.get("FLOE_COORDINATOR"):
+        return target
+    address = env.get("COORDINATOR_ADDRESS") or ":50051"
+    host, _, port = address.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]"):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+def security_from_env(env: Mapping[str, str]) -> TransportSecurity:
+    """TLS files (``FLOE_TLS_CERT``/``KEY``/``CA``) and the bearer token (``FLOE_AUTH_TOKEN``)."""
+
+    def read(name: str) -> bytes | None:
+        path = env.get(name)
+        if not path:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{name}={path!r} cannot be read: {exc.strerror}") from None
+
+    cert, key, ca = read("FLOE_TLS_CERT"), read("FLOE_TLS_KEY"), read("FLOE_TLS_CA")
+    if (cert is None) != (key is None):
+        raise ConfigError("FLOE_TLS_CERT and FLOE_TLS_KEY must be set together")
+    token = env.get("FLOE_AUTH_TOKEN") or None
+    if token is not None and (len(token) < 16 or any(c.isspace() for c in token)):
+        raise ConfigError("FLOE_AUTH_TOKEN must be at least 16 characters without spaces")
+    return TransportSecurity(cert, key, ca, token)
 
 
 def _is_queue_safe(value: str) -> bool:
@@ -101,7 +152,7 @@ def _is_queue_safe(value: str) -> bool:
 def _catalog_properties(env: Mapping[str, str], name: str, home: Path) -> dict[str, str]:
     """The properties handed to ``pyiceberg.catalog.load_catalog(name, **props)``.
 
-    pyiceberg merges them over its own configuration for ``name``; when neither the seed
+    pyiceberg merges them over its own configuration for ``name``; when neither the ICEBERG_*
     variables nor pyiceberg's configuration describe the catalog, the embedded default is used.
     """
     from pyiceberg.utils.config import Config

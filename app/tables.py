@@ -26,6 +26,7 @@ from pyiceberg.transforms import (
 )
 
 from app.errors import AlreadyExists, InvalidArgument, SourceError
+from app.formats import SourceFormat, source_format
 
 _TERM = re.compile(r"^\s*(?:(\w+)(?:\[(\d+)\])?\(\s*([\w.]+)\s*\)|([\w.]+))\s*$")
 _SIMPLE = {
@@ -96,8 +97,6 @@ def schema_from_sample(path: Path) -> Schema:
     from pyiceberg.io.pyarrow import _ConvertToIcebergWithoutIDs, visit_pyarrow
     from pyiceberg.schema import assign_fresh_schema_ids
 
-    from workers.sources import source_format
-
     fmt = source_format(path)
     try:
         arrow = _sample_arrow_schema(path, fmt)
@@ -109,16 +108,16 @@ def schema_from_sample(path: Path) -> Schema:
     return assign_fresh_schema_ids(visit_pyarrow(arrow, _ConvertToIcebergWithoutIDs()))
 
 
-def _sample_arrow_schema(path: Path, fmt: str) -> pa.Schema:
+def _sample_arrow_schema(path: Path, fmt: SourceFormat) -> pa.Schema:
     import pyarrow.csv as pacsv
     import pyarrow.json as pajson
     import pyarrow.parquet as pq
 
-    if fmt == "parquet":
+    if fmt.name == "parquet":
         return pq.read_schema(path)
-    stream = pa.input_stream(str(path), compression="gzip" if path.name.endswith(".gz") else None)
+    stream = pa.input_stream(str(path), compression="gzip" if fmt.gzip else None)
     with stream:
-        if fmt == "csv":
+        if fmt.name == "csv":
             return pacsv.open_csv(stream).schema
         return pajson.open_json(stream).schema
 

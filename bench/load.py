@@ -131,7 +131,7 @@ def write_sources(config: Config, host_dirs: dict[str, Path]) -> dict[int, list[
             table = pa.table(
                 {
                     "id": pa.array(ids, pa.int64()),
-                    "job": pa.array([j] * len(ids), pa.int32()),
+                    "name": pa.array([f"job-{j}"] * len(ids), pa.string()),
                     "category": pa.array([CATEGORIES[i % len(CATEGORIES)] for i in ids]),
                     "ts": pa.array([base + dt.timedelta(seconds=i) for i in ids], pa.timestamp("us")),
                     "amount": pa.array([i * 0.5 for i in ids], pa.float64()),
@@ -148,20 +148,13 @@ def write_sources(config: Config, host_dirs: dict[str, Path]) -> dict[int, list[
 
 def create_table(stack: LocalStack) -> Any:
     from pyiceberg.catalog import load_catalog
-    from pyiceberg.schema import Schema
-    from pyiceberg.types import DoubleType, IntegerType, LongType, NestedField, StringType, TimestampType
+
+    from tests.support.tables import SCHEMA
 
     settings = stack.settings
     catalog = load_catalog(settings.catalog_name, **settings.catalog_properties)
     catalog.create_namespace_if_not_exists(NAMESPACE)
-    schema = Schema(
-        NestedField(1, "id", LongType(), required=True),
-        NestedField(2, "job", IntegerType(), required=False),
-        NestedField(3, "category", StringType(), required=False),
-        NestedField(4, "ts", TimestampType(), required=False),
-        NestedField(5, "amount", DoubleType(), required=False),
-    )
-    catalog.create_table(f"{NAMESPACE}.{TABLE}", schema=schema)
+    catalog.create_table(f"{NAMESPACE}.{TABLE}", schema=SCHEMA)
     return catalog
 
 

@@ -1,6 +1,6 @@
 """Commit and scan-planning cost against the number of task manifests, through ``app.iceberg`` directly.
 
-For each task count N: N tiny task manifests are written with ``workers.ingest.write_task_manifest``
+For each task count N: N tiny task manifests are written with ``workers.conversion.write_task_manifest``
 (off the clock, by a pool of processes), then ``commit_distributed_snapshot`` is timed on a table
 with manifest merging off and on another with it on; pyiceberg's fast append of the same data files
 (one ``append_data_file`` per file, one commit, table load included as in Floe's commit) is timed on
@@ -42,7 +42,7 @@ def _init_pool(catalog_props: dict[str, str]) -> None:
 
 def _write_manifests(identifier: str, snapshot: dict[str, Any], paths: list[str], ids: list[str]) -> list[str]:
     from app.iceberg import DistributedSnapshot
-    from workers.ingest import write_task_manifest
+    from workers.conversion import write_task_manifest
 
     table = _pool_catalog.load_table(identifier)
     snap = DistributedSnapshot.from_dict(snapshot)
@@ -157,12 +157,11 @@ class MetadataBench:
         )
         # Timed as the coordinator runs it: until the snapshot is on main (the job is COMPLETED then);
         # the merged-away worker manifests are deleted after that, timed on their own.
-        merged_away: list[str] = []
         started = time.perf_counter()
-        commit_distributed_snapshot(merged, twin, descriptors, {"floe.job-id": f"bench-{n}"}, None, merged_away)
+        outcome = commit_distributed_snapshot(merged, twin, descriptors, {"floe.job-id": f"bench-{n}"})
         out["merged_ms"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
-        delete_quietly(merged.io, merged_away)
+        delete_quietly(merged.io, list(outcome.unreferenced))
         out["merged_cleanup_ms"] = (time.perf_counter() - started) * 1000
         merged = self.catalog.load_table(names["merged"])
         out["merged_manifests"] = len(merged.current_snapshot().manifests(merged.io))

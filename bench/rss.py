@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
 
     if mode == "worker":
         from app.iceberg import begin_distributed_snapshot
-        from workers.ingest import write_task_manifest
+        from workers.conversion import write_task_manifest
     else:
         import pyarrow as pa
         import pyarrow.csv as pacsv

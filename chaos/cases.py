@@ -348,14 +348,14 @@ def commit_sigkill(home: Path, res: CaseResult) -> None:
         snaps = [s for s in c.table().metadata.snapshots if job_of(s) == job_id]
         if job.state != JobState.COMMITTING or [s.snapshot_id for s in snaps] != [job.snapshot.snapshot_id]:
             raise ChaosError(f"after the crash: job {job.summary()}, snapshots {snaps}")
-        lock_ttl = c.store.r.pttl(keys.commit_lock(job_id))
+        lock_ttl = c.redis_client.pttl(keys.commit_lock(job_id))
         res.notes.append(
             f"the dead committer's lock holds the job in COMMITTING for {int(lock_ttl) / 1000:.0f}s more"
         )
         # When beat runs and the dead committer's lock has expired (its TTL, 10 minutes in the product,
         # is cut short here: that wait is the only thing skipped)
         c.start_beat()
-        c.store.r.pexpire(keys.commit_lock(job_id), 1)
+        c.redis_client.pexpire(keys.commit_lock(job_id), 1)
         job = c.wait_job(job_id, timeout=60)
         # Then the job is COMPLETED with the snapshot the catalog already holds, and no second one
         c.start_coordinator(name="coordinator-2")
@@ -515,7 +515,7 @@ def redis_sigkill(home: Path, res: CaseResult) -> None:
         wait_until(lambda: manifest_recorded(c, job_id, "t2"), 60, "host 2's manifest")
         wait_mid_task(c, table, job_id, "t1")
         # Given writes acknowledged right up to the crash
-        acked = c.store.r.hgetall(keys.job_manifests(job_id))
+        acked = c.redis_client.hgetall(keys.job_manifests(job_id))
         counter = redis.Redis.from_url(c.redis_url)
         last_acked = 0
         until = time.monotonic() + 0.3
@@ -528,10 +528,10 @@ def redis_sigkill(home: Path, res: CaseResult) -> None:
         time.sleep(REDIS_DOWN_SECONDS)
         c.redis.restart()
         # Then everything acknowledged is still there, and the job completes exactly once
-        survived = int(c.store.r.get("chaos:acked") or 0)
+        survived = int(c.redis_client.get("chaos:acked") or 0)
         if survived < last_acked:
             raise ChaosError(f"acknowledged INCR {last_acked} lost: Redis came back with {survived}")
-        after = c.store.r.hgetall(keys.job_manifests(job_id))
+        after = c.redis_client.hgetall(keys.job_manifests(job_id))
         lost = {k for k, v in acked.items() if after.get(k) != v}
         if lost:
             raise ChaosError(f"acknowledged manifests lost by the restart: {sorted(lost)}")
@@ -556,7 +556,7 @@ def _stuck_deliveries(c: Cluster) -> str:
     import json
 
     parked = []
-    for tag, raw in c.store.r.hgetall("unacked").items():
+    for tag, raw in c.redis_client.hgetall("unacked").items():
         with contextlib.suppress(Exception):
             message = json.loads(raw)[0]
             args = json.loads(base64.b64decode(message["body"]))[0]

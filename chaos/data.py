@@ -13,18 +13,11 @@ import pyarrow.csv as pacsv
 from pyiceberg.catalog import Catalog
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.partitioning import PartitionField, PartitionSpec
-from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.transforms import IdentityTransform
-from pyiceberg.types import DoubleType, LongType, NestedField, StringType, TimestampType
 
-SCHEMA = Schema(
-    NestedField(1, "id", LongType(), required=True),
-    NestedField(2, "name", StringType(), required=False),
-    NestedField(3, "category", StringType(), required=False),
-    NestedField(4, "ts", TimestampType(), required=False),
-    NestedField(5, "amount", DoubleType(), required=False),
-)
+from tests.support.tables import SCHEMA  # the one test table schema (tests, bench and chaos)
+
 ARROW_SCHEMA = schema_to_pyarrow(SCHEMA)  # what a plain pyiceberg append must be given (id not null)
 BY_CATEGORY = PartitionSpec(
     PartitionField(source_id=3, field_id=1000, transform=IdentityTransform(), name="category")

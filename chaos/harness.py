@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 
-from app.cli import celery_worker_argv
 from app.client import CoordinatorClient
 from app.jobs.model import Job, JobState
 from app.jobs.store import JobStore
+from app.processes import celery_worker_argv
 from app.stack import RedisProcess, find_redis_server, free_port
 from app.stack.group_process import GroupProcess as Proc
 from chaos.netns import Host, Network
@@ -107,6 +108,7 @@ class Cluster:
         self.coordinator_port = 0
         self._catalog: SqlCatalog | None = None
         self._store: JobStore | None = None
+        self._redis_client: redis.Redis | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -148,7 +150,10 @@ class Cluster:
         self.network.close()  # also kills anything still running inside a namespace
         if self._store is not None:
             with contextlib.suppress(Exception):
-                self._store.r.close()
+                self._store.close()
+        if self._redis_client is not None:
+            with contextlib.suppress(Exception):
+                self._redis_client.close()
         if self.redis is not None:
             self.redis.stop()
         if self._catalog is not None:
@@ -303,6 +308,13 @@ class Cluster:
         if self._store is None:
             self._store = JobStore.from_url(self.redis_url, 7 * 24 * 3600)
         return self._store
+
+    @property
+    def redis_client(self) -> redis.Redis:
+        """The test's own Redis connection, for what a case inspects or breaks on purpose."""
+        if self._redis_client is None:
+            self._redis_client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        return self._redis_client
 
     def client(self) -> CoordinatorClient:
         return CoordinatorClient(self.target, timeout=30)

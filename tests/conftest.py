@@ -11,8 +11,8 @@ from pyiceberg.catalog.sql import SqlCatalog
 
 from tests.support.catalogs import PG_URI, CatalogHandle, postgres_unavailable, require_or_skip
 
-# fixtures every test module sees: the private redis-server, the API test server
-pytest_plugins = ["tests.support.redis_server", "tests.support.api_server"]
+# fixtures every test module sees: the private redis-server, the API test server, SeaweedFS (S3 + REST)
+pytest_plugins = ["tests.support.redis_server", "tests.support.api_server", "tests.support.seaweedfs"]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -18,7 +18,7 @@ from app.errors import InvalidArgument, SourceError
 from app.iceberg import begin_distributed_snapshot
 from tests.support.catalogs import CatalogHandle
 from tests.support.tables import make_table, read_ids, rows, write_csv, write_jsonl
-from workers.ingest import write_task_manifest
+from workers.conversion import write_task_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,18 +109,20 @@ def _convert_in_own_process(tmp_path: Path, source: Path) -> dict[str, float]:
         from pyiceberg.catalog.sql import SqlCatalog
         from app.iceberg import begin_distributed_snapshot
         from tests.support.tables import make_table
-        from workers.ingest import write_task_manifest
+        from workers.conversion import write_task_manifest
+        from workers.datafiles import use_jemalloc_unless_configured
+        use_jemalloc_unless_configured(None)  # what a worker process does when it starts
         cat = SqlCatalog("c", uri="sqlite:///{source}.db", warehouse="file://{tmp_path}/wh-{source.stem}")
         cat.create_namespace("ns")
         table = make_table(cat, "ns.t", partitioned=True)
         snap = begin_distributed_snapshot(table)
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        m = write_task_manifest(snap, table, ["{source}"], "t1")
+        m = write_task_manifest(snap, table, ["{source}"], "t1", buffer_bytes=32 << 20)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(json.dumps({{"rows": m.added_rows_count, "grown_mb": (peak - base) / 1024}}))
         """
     )
-    env = {"FLOE_WRITE_BUFFER_BYTES": str(32 << 20), "PATH": "/usr/bin:/bin"}
+    env = {"PATH": "/usr/bin:/bin"}
     out = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )

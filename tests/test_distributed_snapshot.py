@@ -16,7 +16,7 @@ from app.errors import CommitStateUnknown, FailedPrecondition, InvalidArgument
 from app.iceberg import DistributedSnapshot, begin_distributed_snapshot, commit_distributed_snapshot
 from tests.support.catalogs import CatalogHandle
 from tests.support.tables import make_table, read_ids, rows, write_csv, write_jsonl, write_parquet
-from workers.ingest import ManifestDescriptor, write_task_manifest
+from workers.conversion import ManifestDescriptor, write_task_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,7 @@ def test_three_processes_write_one_snapshot(
     # When three OS processes each write one task's manifest and one commit follows
     procs = [run_task_process(catalog, ident, snapshot, paths, task) for task, paths in sources.items()]
     manifests = [collect(p) for p in procs]
-    committed = commit_distributed_snapshot(table, snapshot, manifests, {"floe.job-id": "job-1"})
+    committed = commit_distributed_snapshot(table, snapshot, manifests, {"floe.job-id": "job-1"}).snapshot_id
     # Then every row is there once, in one new snapshot whose summary totals are exact
     table = catalog.catalog.load_table(ident)
     assert committed == snapshot.snapshot_id
@@ -138,7 +138,7 @@ def test_concurrent_append_is_rebased_with_the_new_sequence_number(
     other = catalog.catalog.load_table(ident)
     other.append(pa.Table.from_pylist(rows(5000, 10), schema=other.schema().as_arrow()))
     # When the distributed snapshot commits
-    committed = commit_distributed_snapshot(table, snapshot, [manifest])
+    committed = commit_distributed_snapshot(table, snapshot, [manifest]).snapshot_id
     # Then it re-parented onto the append, and both writes are present exactly once
     table = catalog.catalog.load_table(ident)
     snap = table.metadata.snapshot_by_id(committed)
@@ -184,7 +184,7 @@ def test_commit_retries_after_repeated_conflicts_keeping_the_reserved_id(
         return real_commit(tbl, requirements, updates)
 
     monkeypatch.setattr(cat, "commit_table", commit_with_interference)
-    committed = commit_distributed_snapshot(table, snapshot, [manifest])
+    committed = commit_distributed_snapshot(table, snapshot, [manifest]).snapshot_id
     table = cat.load_table("ns.t")
     assert committed == snapshot.snapshot_id
     assert read_ids(table) == list(range(20)) + [900, 901, 902]
@@ -203,8 +203,8 @@ def test_commit_twice_gives_one_snapshot(catalog: CatalogHandle, tmp_path: Path)
     snapshot = begin_distributed_snapshot(table)
     manifest = write_task_manifest(snapshot, table, [write_csv(tmp_path / "a.csv", rows(0, 50))], "t1")
     assert manifest is not None
-    first = commit_distributed_snapshot(table, snapshot, [manifest], {"floe.job-id": "j"})
-    second = commit_distributed_snapshot(table, snapshot, [manifest], {"floe.job-id": "j"})
+    first = commit_distributed_snapshot(table, snapshot, [manifest], {"floe.job-id": "j"}).snapshot_id
+    second = commit_distributed_snapshot(table, snapshot, [manifest], {"floe.job-id": "j"}).snapshot_id
     table = catalog.catalog.load_table(ident)
     assert first == second == snapshot.snapshot_id
     assert len(table.metadata.snapshots) == 1
@@ -226,9 +226,9 @@ def test_commit_whose_catalog_call_lands_but_raises_is_found(
         raise CommitStateUnknownException("connection reset after the catalog applied the commit")
 
     monkeypatch.setattr(catalog.catalog, "commit_table", lands_then_raises)
-    assert commit_distributed_snapshot(table, snapshot, [manifest]) == snapshot.snapshot_id
+    assert commit_distributed_snapshot(table, snapshot, [manifest]).snapshot_id == snapshot.snapshot_id
     monkeypatch.undo()
-    assert commit_distributed_snapshot(table, snapshot, [manifest]) == snapshot.snapshot_id
+    assert commit_distributed_snapshot(table, snapshot, [manifest]).snapshot_id == snapshot.snapshot_id
     table = catalog.catalog.load_table(ident)
     assert len(table.metadata.snapshots) == 1
     assert read_ids(table) == list(range(50))
@@ -253,7 +253,7 @@ def test_unknown_outcome_that_did_not_land_deletes_nothing(
         assert Path(path.removeprefix("file://")).exists()
     monkeypatch.undo()
     # a later retry of the same commit lands it once
-    assert commit_distributed_snapshot(table, snapshot, [manifest]) == snapshot.snapshot_id
+    assert commit_distributed_snapshot(table, snapshot, [manifest]).snapshot_id == snapshot.snapshot_id
     assert read_ids(cat.load_table("ns.t")) == list(range(10))
 
 
@@ -274,12 +274,14 @@ def test_two_hundred_small_manifests_merge_into_few(sqlite_catalog: CatalogHandl
         m = write_task_manifest(snapshot, table, [write_csv(tmp_path / f"s{i}.csv", rows(i * 5, 5))], f"t{i}")
         assert m is not None
         manifests.append(m)
-    committed = commit_distributed_snapshot(table, snapshot, manifests)
+    outcome = commit_distributed_snapshot(table, snapshot, manifests)
+    committed = outcome.snapshot_id
     table = cat.load_table("ns.t")
     snap = table.metadata.snapshot_by_id(committed)
     assert snap is not None
     listed = snap.manifests(table.io)
     assert len(listed) <= 2
+    assert sorted(outcome.unreferenced) == sorted(m.manifest_path for m in manifests)
     assert read_ids(table) == list(range(1000)) + list(range(100_000, 100_005))
     entries = [e for m in listed for e in m.fetch_manifest_entry(table.io)]
     added = [e for e in entries if e.status == ManifestEntryStatus.ADDED]
@@ -287,14 +289,14 @@ def test_two_hundred_small_manifests_merge_into_few(sqlite_catalog: CatalogHandl
     assert len(added) == 200 and all(e.sequence_number == 2 for e in added)
     assert len(existing) == 1 and existing[0].sequence_number == 1
     assert snap.summary is not None and snap.summary["added-data-files"] == "200"
-    # merged-away worker manifests are deleted after the commit
-    assert not any(Path(m.manifest_path.removeprefix("file://")).exists() for m in manifests)
+    # the merged-away worker manifests are the caller's to delete: the commit keeps them
+    assert all(Path(m.manifest_path.removeprefix("file://")).exists() for m in manifests)
 
 
 def test_merged_away_manifests_can_be_left_to_the_caller(sqlite_catalog: CatalogHandle, tmp_path: Path) -> None:
-    # With ``unreferenced``, the commit lists the worker manifests it merged away instead of deleting
-    # them (the coordinator deletes them after marking the job complete); a retry that finds the
-    # commit on main lists the same ones.
+    # The commit lists the worker manifests it merged away instead of deleting them (the coordinator
+    # deletes them after marking the job complete); a retry that finds the commit on main lists the
+    # same ones.
     cat = sqlite_catalog.catalog
     merging = {"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "10"}
     table = make_table(cat, "ns.t", properties=merging)
@@ -304,19 +306,17 @@ def test_merged_away_manifests_can_be_left_to_the_caller(sqlite_catalog: Catalog
         for i in range(12)
     ]
     paths = sorted(m.manifest_path for m in manifests if m is not None)
-    left: list[str] = []
-    committed = commit_distributed_snapshot(table, snapshot, manifests, unreferenced=left)  # type: ignore[arg-type]
-    assert left == paths
+    outcome = commit_distributed_snapshot(table, snapshot, manifests)  # type: ignore[arg-type]
+    committed = outcome.snapshot_id
+    assert sorted(outcome.unreferenced) == paths
     assert all(Path(p.removeprefix("file://")).exists() for p in paths)
     table = cat.load_table("ns.t")
     assert [m.manifest_path for m in table.current_snapshot().manifests(table.io)] != paths  # type: ignore[union-attr]
     assert read_ids(table) == list(range(60))
-    again: list[str] = []
-    assert commit_distributed_snapshot(table, snapshot, manifests, unreferenced=again) == committed  # type: ignore[arg-type]
-    assert again == paths
-    # without the list, the retry deletes them itself
-    assert commit_distributed_snapshot(table, snapshot, manifests) == committed  # type: ignore[arg-type]
-    assert not any(Path(p.removeprefix("file://")).exists() for p in paths)
+    again = commit_distributed_snapshot(table, snapshot, manifests)  # type: ignore[arg-type]
+    assert again.snapshot_id == committed and again.attempts == 0
+    assert sorted(again.unreferenced) == paths
+    assert all(Path(p.removeprefix("file://")).exists() for p in paths)  # the caller deletes them
     assert read_ids(cat.load_table("ns.t")) == list(range(60))
 
 
@@ -399,7 +399,8 @@ def test_merging_a_jobs_own_manifests_concatenates_them(sqlite_catalog: CatalogH
         assert m is not None
         manifests.append(m)
     # When they are committed with merging on
-    committed = commit_distributed_snapshot(table, snapshot, manifests)
+    outcome = commit_distributed_snapshot(table, snapshot, manifests)
+    committed = outcome.snapshot_id
     # Then one manifest holds every entry, ADDED with the new sequence number, and the right summaries
     table = cat.load_table("ns.t")
     snap = table.metadata.snapshot_by_id(committed)
@@ -413,4 +414,5 @@ def test_merging_a_jobs_own_manifests_concatenates_them(sqlite_catalog: CatalogH
     assert [(p.contains_null, p.lower_bound, p.upper_bound) for p in merged.partitions or []] == [
         (p.contains_null, p.lower_bound, p.upper_bound) for p in expected
     ]
-    assert not any(Path(m.manifest_path.removeprefix("file://")).exists() for m in manifests)
+    # and every task manifest is left to the caller to delete
+    assert sorted(outcome.unreferenced) == sorted(m.manifest_path for m in manifests)

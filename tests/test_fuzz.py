@@ -49,7 +49,7 @@ from app.iceberg import ManifestDescriptor
 from app.proto_gen.api import common_pb2, coordinator_pb2, worker_pb2
 from tests.support.api_server import WORKER_ID, ApiServer, serve_api
 from tests.support.tables import make_table, rows, write_csv
-from workers.ingest import write_task_manifest
+from workers.conversion import write_task_manifest
 
 pytestmark = pytest.mark.integration
 

@@ -243,8 +243,8 @@ def test_committed_snapshot_stays_findable_after_the_job_expires(api: Api) -> No
     store = api.service.store
     assert store.transition(job_id, [JobState.PENDING], JobState.COMMITTING)[0]
     assert store.complete(job_id, 4242)
-    assert 0 < store.r.ttl(keys.job(job_id)) <= 3600
-    store.r.delete(*keys.job_keys(job_id))  # what the retention expiry does
+    assert 0 < api.redis.ttl(keys.job(job_id)) <= 3600
+    api.redis.delete(*keys.job_keys(job_id))  # what the retention expiry does
     status = api.coordinator.GetJobStatus(coordinator_pb2.GetJobStatusRequest(job_id=job_id))
     assert status.state == common_pb2.COMPLETED and status.committed_snapshot_id == 4242
 
@@ -253,7 +253,7 @@ def _report_merged_job(api: Api, tmp_path: Path, auto_commit: bool) -> tuple[str
     """A job of 12 one-file tasks on a table that merges them at commit; every manifest reported.
     -> (job id, the task manifests' paths)."""
     from tests.support.tables import rows, write_csv
-    from workers.ingest import write_task_manifest
+    from workers.conversion import write_task_manifest
 
     merging = {"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "10"}
     table = make_table(api.catalog, "demo.events", properties=merging)
@@ -285,12 +285,10 @@ def test_a_commit_whose_committer_died_is_completed_and_its_merged_manifests_del
     job = store.require(job_id)
     assert store.transition(job_id, [job.state], JobState.COMMITTING)[0]
     assert store.acquire_commit_lock(job_id) is not None  # held by the dead committer
-    left: list[str] = []
     table = api.catalog.load_table("demo.events")
-    snapshot_id = commit_distributed_snapshot(
-        table, job.snapshot, store.manifests(job_id), {"floe.job-id": job_id}, None, left
-    )
-    assert left == paths and all(Path(p.removeprefix("file://")).exists() for p in paths)
+    outcome = commit_distributed_snapshot(table, job.snapshot, store.manifests(job_id), {"floe.job-id": job_id})
+    snapshot_id = outcome.snapshot_id
+    assert sorted(outcome.unreferenced) == sorted(paths) and all(Path(p.removeprefix("file://")).exists() for p in paths)
     api.service.autocommit_tick()
     done = store.require(job_id)
     assert done.state == JobState.COMPLETED and done.committed_snapshot_id == snapshot_id

@@ -22,8 +22,8 @@ from app.jobs.store import JobStore
 from app.proto_gen.api import common_pb2, coordinator_pb2
 from app.stack import start_redis
 from tests.support.api_server import Api, start_request
+from tests.support.jobs import create, fail
 from tests.support.tables import make_table
-from tests.test_job_store import create
 
 NEVER = 3600.0
 
@@ -37,7 +37,7 @@ def test_a_change_wakes_the_watchers_of_that_job_only(redis_server: object) -> N
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)  # type: ignore[attr-defined]
     client.flushdb()
     store = JobStore(client, 3600)
-    events = JobEvents(client)
+    events = JobEvents(store)
     try:
         first, _ = create(store, tasks=[TaskSpec("t1")])
         second, _ = create(store, tasks=[TaskSpec("t1")])
@@ -48,7 +48,7 @@ def test_a_change_wakes_the_watchers_of_that_job_only(redis_server: object) -> N
         assert store.task_failed(first, "t1", "boom")
         assert watch_first.wait(10)
         assert not watch_second.wait(0.2)  # nothing happened to the second job
-        assert store.fail(second, "stop")
+        assert fail(store, second, "stop")
         assert watch_second.wait(10)
         assert not watch_first.wait(0.2)
         watch_first.close()
@@ -62,9 +62,9 @@ def test_a_change_wakes_the_watchers_of_that_job_only(redis_server: object) -> N
 def test_watchers_are_woken_after_the_subscription_is_lost_and_restored(tmp_path: Path) -> None:
     server = start_redis(tmp_path / "redis")
     client = redis.Redis.from_url(server.url, decode_responses=True)
-    events = JobEvents(client)
+    store = JobStore(client, 3600)
+    events = JobEvents(store)
     try:
-        store = JobStore(client, 3600)
         job_id, _ = create(store, tasks=[TaskSpec("t1")])
         watch = events.watch(job_id)
         assert events.connected.wait(10) and watch.wait(10)
@@ -73,7 +73,7 @@ def test_watchers_are_woken_after_the_subscription_is_lost_and_restored(tmp_path
         server.restart()
         assert events.connected.wait(30)
         watch.wait(0)  # drop the wake-ups of the outage and the reconnect
-        assert store.fail(job_id, "after the restart")
+        assert fail(store, job_id, "after the restart")
         assert watch.wait(10)
         assert store.require(job_id).state is JobState.FAILED
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -11,14 +10,14 @@ import redis
 
 from app import keys
 from app.errors import NotFound
-from app.iceberg import DistributedSnapshot, ManifestDescriptor
-from app.jobs.model import OPEN_STATES, JobState, TableRef, TaskSpec
-from app.jobs.store import JobStore
+from app.iceberg import ManifestDescriptor
+from app.jobs.model import OPEN_STATES, JobState, TaskSpec
+from app.jobs.store import JobStore, Registration
+from tests.support.jobs import TABLE, create, descriptor, fail, task_spec
 
 pytestmark = pytest.mark.integration
 
 RETENTION = 3600
-TABLE = TableRef("", "demo", "events")
 
 
 @pytest.fixture
@@ -34,57 +33,6 @@ def r(redis_server: object) -> Iterator[redis.Redis]:
 @pytest.fixture
 def store(r: redis.Redis) -> JobStore:
     return JobStore(r, RETENTION)
-
-
-def snapshot(snapshot_id: int = 42) -> DistributedSnapshot:
-    return DistributedSnapshot(
-        snapshot_id=snapshot_id,
-        commit_uuid=str(uuid.uuid4()),
-        parent_snapshot_id=None,
-        table_uuid=str(uuid.uuid4()),
-        table_identifier=("demo", "events"),
-        metadata_location="file:///w/demo/events/metadata/00000.metadata.json",
-        format_version=2,
-        schema_id=0,
-        spec_id=0,
-    )
-
-
-def descriptor(task_id: str, rows: int = 10, size: int = 1000, files: int = 1) -> ManifestDescriptor:
-    return ManifestDescriptor(
-        task_id=task_id,
-        snapshot_id=42,
-        commit_uuid=str(uuid.uuid4()),
-        manifest_path=f"file:///w/metadata/{task_id}-m0.avro",
-        manifest_length=4096,
-        partition_spec_id=0,
-        added_files_count=files,
-        added_rows_count=rows,
-        added_bytes=size,
-        partitions=[],
-        data_files=[f"file:///w/data/{task_id}-{i}.parquet" for i in range(files)],
-    )
-
-
-def create(
-    store: JobStore,
-    tasks: list[TaskSpec] | None = None,
-    key: str = "",
-    expected: int = 0,
-    now: float | None = None,
-) -> tuple[str, bool]:
-    return store.create(
-        TABLE,
-        snapshot(),
-        "tester",
-        600,
-        tasks if tasks is not None else [TaskSpec("t1", "h1", ("*.csv",)), TaskSpec("t2", "h2")],
-        expected,
-        True,
-        {"k": "v"},
-        idempotency_key=key,
-        now=now,
-    )
 
 
 # --- create ---------------------------------------------------------------------------------------
@@ -135,25 +83,42 @@ def test_missing_job(store: JobStore) -> None:
 
 def test_register_tasks_first_registration_wins(store: JobStore) -> None:
     job_id, _ = create(store, tasks=[])
-    state, added = store.register_tasks(job_id, [TaskSpec("a", "h1", ("x.csv",)), TaskSpec("b", "h1")])
-    assert (state, added) == ("PENDING", ["a", "b"])
+    reg = store.register_tasks(job_id, [TaskSpec("a", "h1", ("x.csv",)), TaskSpec("b", "h1")])
+    assert reg == Registration("PENDING", "ok", ["a", "b"])
     version = store.require(job_id).version
-    state, added = store.register_tasks(job_id, [TaskSpec("a", "h2", ("y.csv",)), TaskSpec("c", "h2")])
-    assert (state, added) == ("PENDING", ["c"])
-    assert store.task(job_id, "a") == TaskSpec("a", "h1", ("x.csv",))  # not overwritten
+    reg = store.register_tasks(job_id, [TaskSpec("a", "h1", ("y.csv",)), TaskSpec("c", "h1")])
+    assert reg == Registration("PENDING", "ok", ["c"])
+    assert task_spec(store, job_id, "a") == TaskSpec("a", "h1", ("x.csv",))  # not overwritten
     job = store.require(job_id)
     assert job.tasks_total == 3 and job.version == version + 1
     # all known: nothing changes, not even the version
-    assert store.register_tasks(job_id, [TaskSpec("a"), TaskSpec("c")]) == ("PENDING", [])
+    assert store.register_tasks(job_id, [TaskSpec("a", "h1"), TaskSpec("c", "h1")]) == Registration("PENDING", "ok", [])
     assert store.require(job_id).version == version + 1
 
 
-def test_register_tasks_on_a_finished_or_unknown_job(store: JobStore) -> None:
+def test_a_known_task_for_another_host_refuses_the_whole_request(store: JobStore) -> None:
     job_id, _ = create(store, tasks=[])
-    assert store.fail(job_id, "boom")
-    assert store.register_tasks(job_id, [TaskSpec("a")]) == ("FAILED", [])
-    assert store.tasks(job_id) == []
-    assert store.register_tasks("f" * 32, [TaskSpec("a")]) == ("", [])
+    store.register_tasks(job_id, [TaskSpec("a", "h1")])
+    reg = store.register_tasks(job_id, [TaskSpec("new", "h2"), TaskSpec("a", "h2")])
+    assert reg == Registration("PENDING", "conflict", ["a", "h1"])
+    assert [t.task_id for t in store.tasks(job_id)] == ["a"]  # "new" was not registered either
+
+
+@pytest.mark.parametrize("state", ["COMMITTING", "COMPLETED", "FAILED", "CANCELLED"])
+def test_a_closed_job_acknowledges_known_tasks_and_refuses_new_ones(store: JobStore, state: str) -> None:
+    job_id, _ = create(store, tasks=[TaskSpec("a", "h1")])
+    assert store.transition(job_id, OPEN_STATES, JobState.COMMITTING)[0]
+    if state != "COMMITTING":
+        allowed = [JobState.COMMITTING]
+        assert store.transition(job_id, allowed, JobState(state))[0]
+    assert store.register_tasks(job_id, [TaskSpec("a", "h1")]) == Registration(state, "ok", [])
+    reg = store.register_tasks(job_id, [TaskSpec("a", "h1"), TaskSpec("b", "h1"), TaskSpec("c", "h1")])
+    assert reg == Registration(state, "closed", ["b", "c"])
+    assert [t.task_id for t in store.tasks(job_id)] == ["a"]
+
+
+def test_register_tasks_on_an_unknown_job(store: JobStore) -> None:
+    assert store.register_tasks("f" * 32, [TaskSpec("a")]) == Registration("", "unknown", [])
 
 
 # --- record_manifest ------------------------------------------------------------------------------
@@ -206,7 +171,7 @@ def test_record_manifest_for_an_unregistered_task_registers_it(store: JobStore) 
     job_id, _ = create(store, tasks=[])
     assert store.record_manifest(job_id, "late-comer", descriptor("late-comer")).accepted
     assert store.require(job_id).tasks_total == 1
-    assert store.task(job_id, "late-comer") == TaskSpec("late-comer")
+    assert task_spec(store, job_id, "late-comer") == TaskSpec("late-comer")
 
 
 @pytest.mark.parametrize("terminal", ["complete", "fail", "cancel", "committing"])
@@ -217,7 +182,7 @@ def test_record_manifest_after_the_job_left_the_open_states_is_late(store: JobSt
         assert store.complete(job_id, 7)
         expected_state = "COMPLETED"
     elif terminal == "fail":
-        assert store.fail(job_id, "boom")
+        assert fail(store, job_id, "boom")
         expected_state = "FAILED"
     elif terminal == "cancel":
         assert store.transition(job_id, OPEN_STATES, JobState.CANCELLED)[0]
@@ -240,15 +205,15 @@ def test_record_manifest_for_an_unknown_job(store: JobStore, r: redis.Redis) -> 
 # --- transitions ----------------------------------------------------------------------------------
 
 
-def test_transition_is_compare_and_set(store: JobStore) -> None:
+def test_transition_is_compare_and_set(store: JobStore, r: redis.Redis) -> None:
     job_id, _ = create(store)
     assert store.transition(job_id, [JobState.RUNNING], JobState.COMMITTING) == (False, "PENDING")
     assert store.require(job_id).state is JobState.PENDING
     assert store.transition(job_id, OPEN_STATES, JobState.COMMITTING, {"note": "x"}) == (True, "COMMITTING")
-    assert store.r.hget(keys.job(job_id), "note") == "x"
+    assert r.hget(keys.job(job_id), "note") == "x"
     # a second committer loses
     assert store.transition(job_id, OPEN_STATES, JobState.COMMITTING) == (False, "COMMITTING")
-    assert store.fail(job_id, "late failure") is False  # FAILED only from the open states by default
+    assert fail(store, job_id, "late failure") is False  # FAILED only from the open states by default
     assert store.require(job_id).state is JobState.COMMITTING
     assert store.active_ids() == [job_id]  # not terminal yet
     assert store.transition("b" * 32, OPEN_STATES, JobState.FAILED) == (False, "")
@@ -256,7 +221,7 @@ def test_transition_is_compare_and_set(store: JobStore) -> None:
 
 def test_terminal_states_are_final(store: JobStore) -> None:
     job_id, _ = create(store)
-    assert store.fail(job_id, "boom")
+    assert fail(store, job_id, "boom")
     for to in (JobState.RUNNING, JobState.COMMITTING, JobState.COMPLETED, JobState.CANCELLED):
         assert store.transition(job_id, OPEN_STATES, to) == (False, "FAILED")
     assert store.complete(job_id, 1) is False
@@ -264,13 +229,13 @@ def test_terminal_states_are_final(store: JobStore) -> None:
     assert store.touch(job_id) == "FAILED"
 
 
-def _populate_every_key(store: JobStore, job_id: str) -> None:
+def _populate_every_key(store: JobStore, job_id: str, r: redis.Redis) -> None:
     store.record_manifest(job_id, "t1", descriptor("t1"))
     assert store.task_failed(job_id, "t2", "unreadable")
     store.mark_enqueued(job_id, ["celery-1", "celery-2"])
     store.journal_file(job_id, "file:///wh/data/a.parquet")
     for key in keys.job_keys(job_id):
-        assert store.r.exists(key), key
+        assert r.exists(key), key
 
 
 @pytest.mark.parametrize("to", [JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED])
@@ -278,7 +243,7 @@ def test_terminal_transition_sets_the_retention_on_every_job_key(
     store: JobStore, r: redis.Redis, to: JobState
 ) -> None:
     job_id, _ = create(store)
-    _populate_every_key(store, job_id)
+    _populate_every_key(store, job_id, r)
     allowed = [JobState.COMMITTING] if to is JobState.COMPLETED else OPEN_STATES
     if to is JobState.COMPLETED:
         store.transition(job_id, OPEN_STATES, JobState.COMMITTING)
@@ -310,7 +275,7 @@ def test_the_file_journal_never_outlives_its_job(store: JobStore, r: redis.Redis
 
 def test_open_and_committing_transitions_set_no_ttl(store: JobStore, r: redis.Redis) -> None:
     job_id, _ = create(store)
-    _populate_every_key(store, job_id)
+    _populate_every_key(store, job_id, r)
     store.transition(job_id, OPEN_STATES, JobState.COMMITTING)
     assert all(r.ttl(k) == -1 for k in keys.job_keys(job_id))
     assert store.active_ids() == [job_id]
@@ -367,7 +332,7 @@ def test_touch_moves_progress_only_while_open(store: JobStore) -> None:
 
 def test_list_newest_first_with_state_filter(store: JobStore) -> None:
     ids = [create(store, now=1000.0 + i)[0] for i in range(5)]
-    store.fail(ids[1], "x")
+    fail(store, ids[1], "x")
     assert [j.job_id for j in store.list(10)] == ids[::-1]
     assert [j.job_id for j in store.list(2)] == [ids[4], ids[3]]
     assert [j.job_id for j in store.list(10, {JobState.FAILED})] == [ids[1]]
@@ -378,7 +343,7 @@ def test_list_drops_expired_jobs(r: redis.Redis) -> None:
     short = JobStore(r, retention_seconds=1)
     keep, _ = create(short, now=1.0)
     gone, _ = create(short, now=2.0)
-    assert short.fail(gone, "boom")
+    assert fail(short, gone, "boom")
     deadline = time.monotonic() + 5
     while r.exists(keys.job(gone)) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -28,7 +28,7 @@ from app.iceberg import begin_distributed_snapshot, commit_distributed_snapshot
 from tests.support.catalogs import CatalogHandle
 from tests.support.system import ROOT, Cluster
 from tests.support.tables import make_table, rows, write_csv, write_jsonl, write_parquet
-from workers.ingest import write_task_manifest
+from workers.conversion import write_task_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +102,7 @@ def test_node_client_discovers_the_coordinator_by_reflection_and_starts_a_job(
     assert methods["StartJob"]["path"] == "/api.Coordinator/StartJob"
     assert methods["GetJobStatus"]["path"] == "/api.Coordinator/GetJobStatus"
     assert methods["WatchJob"]["server_streaming"] is True
-    # StartJob with the seed payload: a 32-hex job id and a reserved snapshot id
+    # StartJob with the walkthrough's payload: a 32-hex job id and a reserved snapshot id
     started = steps["StartJob"]["response"]
     job_id = started["job_id"]
     assert re.fullmatch(r"[0-9a-f]{32}", job_id), started
@@ -235,7 +235,7 @@ def test_other_engines_read_tables_floe_committed(
     other = cat.load_table(ident)
     other.append(pa.Table.from_pylist(appended, schema=other.schema().as_arrow()))
     append_id = other.metadata.current_snapshot().snapshot_id  # type: ignore[union-attr]
-    first = commit_distributed_snapshot(table, snapshot, manifests, {"floe.job-id": "job-1"})  # type: ignore[arg-type]
+    first = commit_distributed_snapshot(table, snapshot, manifests, {"floe.job-id": "job-1"}).snapshot_id  # type: ignore[arg-type]
     table = cat.load_table(ident)
     first_snap = table.metadata.snapshot_by_id(first)
     assert first_snap is not None and first_snap.parent_snapshot_id == append_id
@@ -255,7 +255,7 @@ def test_other_engines_read_tables_floe_committed(
         for i, part in enumerate(job2)
     ]
     assert all(small)
-    second = commit_distributed_snapshot(table, snapshot2, small, {"floe.job-id": "job-2"})  # type: ignore[arg-type]
+    second = commit_distributed_snapshot(table, snapshot2, small, {"floe.job-id": "job-2"}).snapshot_id  # type: ignore[arg-type]
     table = cat.load_table(ident)
     second_snap = table.metadata.current_snapshot()
     assert second_snap is not None and second_snap.snapshot_id == second

@@ -12,7 +12,7 @@ import pytest
 from app.iceberg import begin_distributed_snapshot, commit_distributed_snapshot
 from tests.support.catalogs import CatalogHandle
 from tests.support.tables import make_table, read_ids, rows, write_csv
-from workers.ingest import write_task_manifest
+from workers.conversion import write_task_manifest
 from workers.parquet_encoding import MIN_ROWS, dictionary_columns, distinct_in
 
 

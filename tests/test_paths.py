@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import InvalidArgument, SourceError
-from workers.ingest import expand_sources
+from workers.conversion import expand_sources
 from workers.paths import resolve_sources
 
 

@@ -135,14 +135,14 @@ SEED_PAYLOADS: list[tuple[type[Message], dict]] = [
     SEED_PAYLOADS,
     ids=[cls.DESCRIPTOR.full_name for cls, _ in SEED_PAYLOADS],
 )
-def test_seed_json_payloads_parse(message_cls: type[Message], payload: dict) -> None:
+def test_walkthrough_json_payloads_parse(message_cls: type[Message], payload: dict) -> None:
     message = json_format.Parse(json.dumps(payload), message_cls())
     # Round trip with the proto field names gives back exactly the payload.
     assert json_format.MessageToDict(message, preserving_proto_field_name=True) == _int64_as_str(payload)
 
 
 def _int64_as_str(value: object) -> object:
-    """Proto3 JSON renders int64 as strings; only snapshot_id is int64 in the seeds."""
+    """Proto3 JSON renders int64 as strings; only snapshot_id is int64 in the walkthrough's payloads."""
     if isinstance(value, dict):
         return {k: (str(v) if k == "snapshot_id" else _int64_as_str(v)) for k, v in value.items()}
     if isinstance(value, list):
@@ -150,7 +150,7 @@ def _int64_as_str(value: object) -> object:
     return value
 
 
-def test_seed_payload_field_values() -> None:
+def test_walkthrough_payload_field_values() -> None:
     start = json_format.Parse(json.dumps(SEED_PAYLOADS[0][1]), coordinator_pb2.StartJobRequest())
     assert start.table.namespace == "analytics"
     assert start.job_timeout_seconds == 600

@@ -17,6 +17,7 @@ from app.errors import ConfigError
 from app.grpc.server import create_server
 from app.proto_gen.api import coordinator_pb2, coordinator_pb2_grpc
 from app.security import TransportSecurity
+from app.settings import security_from_env
 from tests.support.certs import make_cert, new_key, pem_key
 
 TOKEN = "s3cret-token-0123456789"
@@ -133,9 +134,9 @@ def test_security_settings_are_validated(tmp_path: Path, pki: Pki) -> None:
     cert = tmp_path / "c.pem"
     cert.write_bytes(pki.server_cert)
     with pytest.raises(ConfigError, match="FLOE_TLS_CERT and FLOE_TLS_KEY must be set together"):
-        TransportSecurity.from_env({"FLOE_TLS_CERT": str(cert)})
+        security_from_env({"FLOE_TLS_CERT": str(cert)})
     with pytest.raises(ConfigError, match=r"FLOE_TLS_CA='/nope.pem' cannot be read"):
-        TransportSecurity.from_env({"FLOE_TLS_CA": "/nope.pem"})
+        security_from_env({"FLOE_TLS_CA": "/nope.pem"})
     with pytest.raises(ConfigError, match="at least 16 characters"):
-        TransportSecurity.from_env({"FLOE_AUTH_TOKEN": "short"})
-    assert TransportSecurity.from_env({"FLOE_AUTH_TOKEN": TOKEN}).token == TOKEN
+        security_from_env({"FLOE_AUTH_TOKEN": "short"})
+    assert security_from_env({"FLOE_AUTH_TOKEN": TOKEN}).token == TOKEN

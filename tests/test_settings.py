@@ -11,11 +11,10 @@ import pytest
 
 from app.errors import ConfigError, InvalidArgument
 from app.jobs.validation import check_id
-from app.settings import CATALOG_TYPES, Settings, get_settings, reset_settings
+from app.settings import CATALOG_TYPES, DEFAULT_WRITE_BUFFER_BYTES, Settings, get_settings, reset_settings
 from tests.support.catalogs import CatalogHandle
 from tests.support.tables import make_table
-from workers import datafiles
-from workers.datafiles import BUFFER_BUDGET_BYTES, DataFileWriter, _buffer_budget
+from workers.datafiles import DataFileWriter
 
 
 @pytest.fixture(autouse=True)
@@ -267,20 +266,17 @@ def test_integer_settings(tmp_path: Path) -> None:
     )
 
 
-# --- FLOE_WRITE_BUFFER_BYTES (workers/datafiles.py) -----------------------------------------------
+# --- FLOE_WRITE_BUFFER_BYTES (the data-file writer's buffer budget) -------------------------------
 
 
-def test_buffer_budget_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert _buffer_budget() == BUFFER_BUDGET_BYTES == 256 * 1024 * 1024
-    monkeypatch.setenv("FLOE_WRITE_BUFFER_BYTES", "")
-    assert _buffer_budget() == BUFFER_BUDGET_BYTES
+def test_buffer_budget_default(tmp_path: Path) -> None:
+    assert settings(tmp_path).write_buffer_bytes == DEFAULT_WRITE_BUFFER_BYTES == 256 * 1024 * 1024
+    assert settings(tmp_path, FLOE_WRITE_BUFFER_BYTES="").write_buffer_bytes == DEFAULT_WRITE_BUFFER_BYTES
 
 
-def test_buffer_budget_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLOE_WRITE_BUFFER_BYTES", str(1 << 20))
-    assert _buffer_budget() == 1 << 20
-    monkeypatch.setenv("FLOE_WRITE_BUFFER_BYTES", "1073741824")
-    assert _buffer_budget() == 1 << 30
+def test_buffer_budget_from_env(tmp_path: Path) -> None:
+    assert settings(tmp_path, FLOE_WRITE_BUFFER_BYTES=str(1 << 20)).write_buffer_bytes == 1 << 20
+    assert settings(tmp_path, FLOE_WRITE_BUFFER_BYTES="1073741824").write_buffer_bytes == 1 << 30
 
 
 @pytest.mark.parametrize(
@@ -288,44 +284,21 @@ def test_buffer_budget_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("abc", "FLOE_WRITE_BUFFER_BYTES='abc' is not an integer"),
         ("64MB", "FLOE_WRITE_BUFFER_BYTES='64MB' is not an integer"),
-        ("1048575", "FLOE_WRITE_BUFFER_BYTES=1048575 must be at least 1048576 (1 MiB)"),
-        ("0", "FLOE_WRITE_BUFFER_BYTES=0 must be at least 1048576 (1 MiB)"),
-        ("-1", "FLOE_WRITE_BUFFER_BYTES=-1 must be at least 1048576 (1 MiB)"),
+        ("1048575", "FLOE_WRITE_BUFFER_BYTES=1048575 must be at least 1048576"),
+        ("0", "FLOE_WRITE_BUFFER_BYTES=0 must be at least 1048576"),
+        ("-1", "FLOE_WRITE_BUFFER_BYTES=-1 must be at least 1048576"),
     ],
 )
-def test_bad_buffer_budget(monkeypatch: pytest.MonkeyPatch, value: str, message: str) -> None:
-    monkeypatch.setenv(datafiles.BUFFER_BUDGET_ENV, value)
+def test_bad_buffer_budget(tmp_path: Path, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
-        _buffer_budget()
+        settings(tmp_path, FLOE_WRITE_BUFFER_BYTES=value)
 
 
-def _writer(table_handle: CatalogHandle) -> DataFileWriter:
-    table = make_table(table_handle.catalog, table_handle.identifier("buf"))
-    return DataFileWriter(
-        table.io, table.schema(), table.spec(), table.properties, table.location_provider(), "test-"
+def test_data_file_writer_uses_the_buffer_budget(sqlite_catalog: CatalogHandle) -> None:
+    table = make_table(sqlite_catalog.catalog, sqlite_catalog.identifier("buf"))
+    writer = DataFileWriter(
+        table.io, table.schema(), table.spec(), table.properties, table.location_provider(), "test-",
+        buffer_bytes=4 << 20,
     )
-
-
-def test_data_file_writer_refuses_a_bad_buffer_budget(
-    sqlite_catalog: CatalogHandle, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FLOE_WRITE_BUFFER_BYTES", "abc")
-    with pytest.raises(ConfigError, match=re.escape("FLOE_WRITE_BUFFER_BYTES='abc' is not an integer")):
-        _writer(sqlite_catalog)
-
-
-def test_data_file_writer_refuses_a_too_small_buffer_budget(
-    sqlite_catalog: CatalogHandle, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FLOE_WRITE_BUFFER_BYTES", "4096")
-    with pytest.raises(ConfigError, match=re.escape("FLOE_WRITE_BUFFER_BYTES=4096 must be at least 1048576")):
-        _writer(sqlite_catalog)
-
-
-def test_data_file_writer_uses_the_buffer_budget(
-    sqlite_catalog: CatalogHandle, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FLOE_WRITE_BUFFER_BYTES", str(4 << 20))
-    writer = _writer(sqlite_catalog)
     assert writer._budget == 4 << 20
     assert writer._group_bytes <= 2 << 20  # row groups take at most half the budget

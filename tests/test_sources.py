@@ -32,7 +32,8 @@ from pyiceberg.types import (
 )
 
 from app.errors import SourceError
-from workers.sources import SUPPORTED_SUFFIXES, read_source, source_format
+from app.formats import SUPPORTED_SUFFIXES, source_format
+from workers.sources import read_source
 
 UTC = dt.timezone.utc
 U1 = uuid.UUID("12345678-1234-5678-1234-567812345678")
@@ -162,9 +163,9 @@ def write_parquet(path: Path, data: dict[str, pa.Array | list[Any]]) -> Path:
 
 def write_source(path: Path, rows: list[dict[str, Any]]) -> Path:
     """Write ``rows`` in the format ``path``'s suffix names (parquet columns inferred by pyarrow)."""
-    if source_format(path) == "csv":
+    if source_format(path).name == "csv":
         return write_csv(path, rows)
-    if source_format(path) == "jsonl":
+    if source_format(path).name == "jsonl":
         return write_jsonl(path, rows)
     return write_parquet(path, {k: [r.get(k) for r in rows] for k in rows[0]})
 
@@ -212,7 +213,7 @@ ALL_NAMES = [*TEXT_NAMES, "a.parquet", "a.pq"]
     ],
 )
 def test_source_format_by_suffix(name: str, fmt: str) -> None:
-    assert source_format(Path("/data") / name) == fmt
+    assert source_format(Path("/data") / name).name == fmt
 
 
 @pytest.mark.parametrize("name", ["x.txt", "x.parquet.gz", "x.pq.gz", "x.gz", "noext", "x.csv.zip", "x.tsv"])
@@ -318,7 +319,7 @@ def test_string_into_long_names_file_column_and_types(tmp_path: Path, name: str)
     path = write_source(tmp_path / name, [{"id": "1", "name": "a"}, {"id": "abc", "name": "b"}])
     message = source_error(path, SMALL)
     assert message.startswith(f"{path}: column 'id' cannot be cast from string to long: "), message
-    if source_format(path) != "jsonl":  # pyarrow's JSON reader does not quote the value
+    if source_format(path).name != "jsonl":  # pyarrow's JSON reader does not quote the value
         assert "abc" in message
 
 

@@ -75,7 +75,7 @@ def test_two_hosts_one_job_auto_commits_every_row_once(cluster: Cluster) -> None
     assert metrics['floe_jobs{state="RUNNING"}'] == 0
 
 
-def test_seed_walkthrough_step_by_step(cluster: Cluster) -> None:
+def test_walkthrough_step_by_step(cluster: Cluster) -> None:
     make_table(cluster.catalog, "demo.events")
     write_csv(cluster.data_dir("worker-1") / "task-1" / "part.csv", rows(0, 50))
     write_csv(cluster.data_dir("worker-1") / "task-2" / "part.csv", rows(50, 70))
@@ -83,7 +83,7 @@ def test_seed_walkthrough_step_by_step(cluster: Cluster) -> None:
     _, worker_target = cluster.start_facade_worker("worker-1")
     table_ref = {"catalog": "default", "namespace": "demo", "table": "events"}
     with cluster.client() as client, grpc.insecure_channel(worker_target) as channel:
-        # 1. StartJob with the seed's payload as it stands
+        # 1. StartJob with the walkthrough's payload as it stands
         start = client.stub.StartJob(
             _parse(
                 coordinator_pb2.StartJobRequest,

@@ -11,7 +11,6 @@ Each file dictionary-encodes only the columns where a dictionary pays (:mod:`wor
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ from pyiceberg.schema import Schema, sanitize_column_names
 from pyiceberg.table.locations import LocationProvider
 from pyiceberg.typedef import Record
 
-from app.errors import ConfigError, InvalidArgument
+from app.settings import DEFAULT_WRITE_BUFFER_BYTES
+from app.values import int_property
 from workers.parquet_encoding import dictionary_columns
 from workers.partition_split import split_rows
 
@@ -36,22 +36,7 @@ ROW_GROUP_SIZE_BYTES = "write.parquet.row-group-size-bytes"
 DEFAULT_TARGET_FILE_SIZE = 512 * 1024 * 1024
 DEFAULT_ROW_GROUP_ROWS = 1_048_576
 DEFAULT_ROW_GROUP_BYTES = 128 * 1024 * 1024
-BUFFER_BUDGET_BYTES = 256 * 1024 * 1024
-BUFFER_BUDGET_ENV = "FLOE_WRITE_BUFFER_BYTES"
 SPLIT_ROWS = 65_536
-
-
-def _int_property(props: dict[str, str], key: str, default: int) -> int:
-    raw = props.get(key)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidArgument(f"table property {key}={raw!r} is not an integer") from None
-    if value < 1:
-        raise InvalidArgument(f"table property {key}={value} must be positive")
-    return value
 
 
 class _ParquetWriter(ParquetFormatWriter):
@@ -99,6 +84,7 @@ class DataFileWriter:
         locations: LocationProvider,
         name_prefix: str,
         on_file: Callable[[str], None] | None = None,
+        buffer_bytes: int = DEFAULT_WRITE_BUFFER_BYTES,
     ) -> None:
         self._on_file = on_file
         self._io = io
@@ -110,11 +96,11 @@ class DataFileWriter:
         self._file_schema = sanitize_column_names(schema)
         self._arrow_file_schema = schema_to_pyarrow(self._file_schema)
         self._leaf_paths = list(parquet_path_to_id_mapping(self._file_schema))
-        self._target = _int_property(properties, TARGET_FILE_SIZE, DEFAULT_TARGET_FILE_SIZE)
-        self._group_rows = _int_property(properties, ROW_GROUP_LIMIT, DEFAULT_ROW_GROUP_ROWS)
-        self._budget = _buffer_budget()
+        self._target = int_property(properties, TARGET_FILE_SIZE, DEFAULT_TARGET_FILE_SIZE)
+        self._group_rows = int_property(properties, ROW_GROUP_LIMIT, DEFAULT_ROW_GROUP_ROWS)
+        self._budget = buffer_bytes
         self._group_bytes = min(
-            _int_property(properties, ROW_GROUP_SIZE_BYTES, DEFAULT_ROW_GROUP_BYTES),
+            int_property(properties, ROW_GROUP_SIZE_BYTES, DEFAULT_ROW_GROUP_BYTES),
             self._budget // 2,
             self._target,
         )
@@ -256,28 +242,13 @@ class DataFileWriter:
         )
 
 
-def use_jemalloc_unless_configured() -> None:
-    """Prefer Arrow's jemalloc pool: with mimalloc, RSS creeps up with the source size (measured)."""
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+def use_jemalloc_unless_configured(configured_pool: str | None) -> None:
+    """Prefer Arrow's jemalloc pool (with mimalloc, RSS creeps up with the source size, measured),
+    unless ``ARROW_DEFAULT_MEMORY_POOL`` chose one. Called once when a worker process starts."""
+    if configured_pool:
         return
     with contextlib.suppress(NotImplementedError, pa.ArrowException):  # a build without jemalloc
         pa.set_memory_pool(pa.jemalloc_memory_pool())
-
-
-use_jemalloc_unless_configured()
-
-
-def _buffer_budget() -> int:
-    raw = os.environ.get(BUFFER_BUDGET_ENV)
-    if not raw:
-        return BUFFER_BUDGET_BYTES
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{BUFFER_BUDGET_ENV}={raw!r} is not an integer") from None
-    if value < 1 << 20:
-        raise ConfigError(f"{BUFFER_BUDGET_ENV}={value} must be at least 1048576 (1 MiB)")
-    return value
 
 
 def _nested(batch: pa.RecordBatch, dotted: str) -> pa.Array:

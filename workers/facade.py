@@ -1,5 +1,6 @@
 """The api.Worker gRPC facade: AssignTasks registers tasks with the job and enqueues them on this
-host's queue (repeats are harmless); Heartbeat reports this worker's liveness."""
+host's queue (repeats are harmless in every job state: known tasks are acknowledged, not run again);
+Heartbeat reports this worker's liveness."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from app.errors import InvalidArgument
 from app.grpc.convert import table_from_proto, tasks_from_proto
 from app.jobs.service import JobService
 from app.jobs.validation import check_id, check_job_id
-from app.proto_gen.api import worker_pb2, worker_pb2_grpc
+from app.proto_gen.api import common_pb2, worker_pb2, worker_pb2_grpc
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
@@ -33,7 +34,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 raise InvalidArgument(
                     f"tasks[{i}].host={task.host!r}: this worker runs tasks for host {self.worker_id!r}"
                 )
-        accepted, already = self.service.assign_tasks(
+        assignment = self.service.assign_tasks(
             job_id,
             self.worker_id,
             tasks_from_proto(request.tasks),
@@ -44,8 +45,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         return worker_pb2.AssignTasksResponse(
             worker_id=self.worker_id,
             job_id=job_id,
-            accepted_task_ids=accepted,
-            already_assigned_task_ids=already,
+            accepted_task_ids=assignment.accepted,
+            already_assigned_task_ids=assignment.already,
+            recorded_manifests=assignment.recorded_manifests,
+            job_state=common_pb2.JobState.Value(assignment.state),
         )
 
     def Heartbeat(

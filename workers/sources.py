@@ -12,7 +12,15 @@ Conventions worth knowing:
 - CSV/JSON timestamps parse ISO 8601 (``T`` or space); ``timestamptz`` values need ``Z`` or an offset;
 - CSV uses pyarrow's default null spellings (empty, ``NULL``, ``null``, ``NaN``, ...) except that
   string columns keep the empty string; binary columns take the raw (UTF-8) text;
-- a JSON key that is absent from a line is null.
+- a JSON key that is absent from a line is null;
+- pyarrow is fed through :func:`~workers.record_ranges.open_bytes`, which works around a pyarrow
+  bug that corrupts quoted CRLFs (see there).
+
+With a :class:`~workers.record_ranges.Span` only part of a file is read: CSV/JSON lines the bytes
+``[start, end)`` (spans from ``plan_spans`` start at record boundaries; the CSV header is always
+taken from the start of the file, and only a span starting at 0 contains it), parquet the row
+groups ``[start, end)``. CSV values may contain quoted newlines at any file size: the quote-aware
+block chunker (``newlines_in_values``) is used whenever the bytes read contain a ``"``.
 """
 
 from __future__ import annotations
@@ -32,18 +40,8 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.schema import Schema
 
 from app.errors import SourceError
-
-_FORMATS = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-}
-_GZ_SUFFIXES = tuple(f"{s}.gz" for s, fmt in _FORMATS.items() if fmt != "parquet")
-SUPPORTED_SUFFIXES: tuple[str, ...] = (*_FORMATS, *_GZ_SUFFIXES)
-_SUPPORTED_TEXT = f"{', '.join(_FORMATS)}, and {'/'.join(_GZ_SUFFIXES)}"
+from app.formats import source_format
+from workers.record_ranges import Span, check_span, has_quote, open_bytes
 
 _CSV_COLUMN = re.compile(r"In CSV column #(\d+): (.*)", re.DOTALL)
 _JSON_CHANGED = re.compile(r"Column\(/([^)/]+)[^)]*\) changed from \w+ to (\w+)")
@@ -58,38 +56,33 @@ _SIMPLE_NAMES = {
 
 
 def _classify(path: pathlib.Path) -> tuple[str, bool]:
-    """The format of ``path`` and whether it is gzip-compressed; suffixes are case-insensitive."""
-    suffixes = [s.lower() for s in path.suffixes]
-    gz = suffixes[-1:] == [".gz"]
-    if gz:
-        suffixes.pop()
-    fmt = _FORMATS.get(suffixes[-1]) if suffixes else None
-    if fmt is None or (gz and fmt == "parquet"):
-        raise SourceError(f"{path}: unsupported source format (supported: {_SUPPORTED_TEXT})")
-    return fmt, gz
+    fmt = source_format(path)
+    return fmt.name, fmt.gzip
 
 
-def source_format(path: pathlib.Path) -> str:
-    """``"parquet"``, ``"csv"`` or ``"jsonl"`` by suffix; :class:`SourceError` for anything else."""
-    return _classify(path)[0]
+def read_source(
+    path: pathlib.Path, schema: Schema, batch_bytes: int = 16 << 20, span: Span | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream ``path`` (or only its ``span``) as non-empty batches conforming to ``schema_to_pyarrow(schema)``.
 
-
-def read_source(path: pathlib.Path, schema: Schema, batch_bytes: int = 16 << 20) -> Iterator[pa.RecordBatch]:
-    """Stream ``path`` as non-empty batches conforming to ``schema_to_pyarrow(schema)``.
-
-    The format and the file's existence are checked at once; everything else (including errors
-    that only surface mid-file) is raised as :class:`SourceError` while iterating.
+    The format, the file's existence and the span's shape are checked at once; everything else
+    (including errors that only surface mid-file, and a span beyond the end of the file) is raised
+    as :class:`SourceError` while iterating. A span of a gzip file is a ValueError.
     """
     if batch_bytes <= 0:
         raise ValueError(f"batch_bytes must be positive, got {batch_bytes}")
     fmt, gz = _classify(path)
+    if span is not None and not 0 <= span.start < span.end:
+        raise ValueError(f"a span must have 0 <= start < end, got {span}")
+    if span is not None and gz:
+        raise ValueError(f"{path}: a gzip file can only be read whole, not by span")
     if not path.is_file():
         reason = "is a directory" if path.is_dir() else "no such file"
         raise SourceError(f"{path}: cannot be read: {reason}")
     target = schema_to_pyarrow(schema)
     types = {f.name: str(f.field_type) for f in schema.fields}
     readers = {"parquet": _read_parquet, "csv": _read_csv, "jsonl": _read_json}
-    return _guarded(path, readers[fmt](path, gz, target, types, batch_bytes))
+    return _guarded(path, readers[fmt](path, gz, span, target, types, batch_bytes))
 
 
 def _guarded(path: pathlib.Path, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -102,10 +95,6 @@ def _guarded(path: pathlib.Path, batches: Iterator[pa.RecordBatch]) -> Iterator[
         raise
     except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
         raise SourceError(f"{path}: cannot be read: {exc}") from exc
-
-
-def _open_stream(path: pathlib.Path, gz: bool) -> pa.NativeFile:
-    return pa.input_stream(str(path), compression="gzip" if gz else None)
 
 
 def _present(path: pathlib.Path, names: list[str], target: pa.Schema, types: dict[str, str]) -> list[str]:
@@ -193,12 +182,21 @@ def _parquet_batch_rows(meta: pq.FileMetaData, batch_bytes: int) -> int:
 
 
 def _read_parquet(
-    path: pathlib.Path, gz: bool, target: pa.Schema, types: dict[str, str], batch_bytes: int
+    path: pathlib.Path,
+    gz: bool,
+    span: Span | None,
+    target: pa.Schema,
+    types: dict[str, str],
+    batch_bytes: int,
 ) -> Iterator[pa.RecordBatch]:
     with pq.ParquetFile(str(path)) as pf:
         columns = _present(path, pf.schema_arrow.names, target, types)
         rows = _parquet_batch_rows(pf.metadata, batch_bytes)
-        for batch in pf.iter_batches(batch_size=rows, columns=columns):
+        groups = None
+        if span is not None:
+            check_span(path, span, pf.metadata.num_row_groups, "row groups")
+            groups = range(span.start, span.end)
+        for batch in pf.iter_batches(batch_size=rows, row_groups=groups, columns=columns):
             yield _conform(path, batch, target, types)
 
 
@@ -208,7 +206,7 @@ def _read_parquet(
 def _csv_header(path: pathlib.Path, gz: bool, limit: int) -> list[str]:
     """The header row's column names ([] for an empty file)."""
     head = b""
-    with _open_stream(path, gz) as stream:
+    with open_bytes(path, gz) as stream:
         while b"\n" not in head and len(head) < limit:
             chunk = stream.read(1 << 16)
             if not chunk:
@@ -236,7 +234,12 @@ def _csv_error(path: pathlib.Path, header: list[str], exc: Exception, types: dic
 
 
 def _read_csv(
-    path: pathlib.Path, gz: bool, target: pa.Schema, types: dict[str, str], batch_bytes: int
+    path: pathlib.Path,
+    gz: bool,
+    span: Span | None,
+    target: pa.Schema,
+    types: dict[str, str],
+    batch_bytes: int,
 ) -> Iterator[pa.RecordBatch]:
     header = _csv_header(path, gz, max(batch_bytes, 1 << 16))
     if not header:
@@ -246,13 +249,20 @@ def _read_csv(
         column_types={f.name: _csv_type(f.type) for f in target if f.name in columns},
         include_columns=columns,
     )
-    with _open_stream(path, gz) as stream:
+    # a span past the start has no header line: name its columns from the file's header
+    names = header if span is not None and span.start > 0 else None
+    read = pacsv.ReadOptions(block_size=batch_bytes, use_threads=True, column_names=names)
+    # the quote-aware chunker is slower; it is needed only if a quoted value may hold a newline
+    quotes = has_quote(path, gz, span)
+    parse = pacsv.ParseOptions(newlines_in_values=quotes)
+    with open_bytes(path, gz, span, guard_cr=quotes) as stream:
         try:
-            reader = pacsv.open_csv(
-                stream,
-                read_options=pacsv.ReadOptions(block_size=batch_bytes, use_threads=True),
-                convert_options=convert,
-            )
+            try:
+                reader = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
+            except pa.ArrowInvalid as exc:
+                if names is not None and "Empty CSV file" in str(exc):
+                    return  # a span of blank lines
+                raise
             for batch in reader:
                 yield _conform(path, batch, target, types)
         except pa.ArrowInvalid as exc:
@@ -270,10 +280,10 @@ def _json_type(t: pa.DataType) -> pa.DataType:
 
 
 def _json_batches(
-    path: pathlib.Path, gz: bool, schema: pa.Schema, batch_bytes: int
+    path: pathlib.Path, gz: bool, span: Span | None, schema: pa.Schema, batch_bytes: int
 ) -> Iterator[pa.RecordBatch]:
     parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    with _open_stream(path, gz) as stream:
+    with open_bytes(path, gz, span) as stream:
         try:
             reader = pajson.open_json(
                 stream,
@@ -287,21 +297,23 @@ def _json_batches(
         yield from reader
 
 
-def _json_culprit(path: pathlib.Path, gz: bool, schema: pa.Schema, batch_bytes: int) -> str | None:
+def _json_culprit(
+    path: pathlib.Path, gz: bool, span: Span | None, schema: pa.Schema, batch_bytes: int
+) -> str | None:
     """Re-read column by column to find the one that fails (None: the JSON itself is bad)."""
     for fields in ([], *([f] for f in schema)):
         try:
-            for _ in _json_batches(path, gz, pa.schema(fields), batch_bytes):
+            for _ in _json_batches(path, gz, span, pa.schema(fields), batch_bytes):
                 pass
         except pa.ArrowInvalid:
             return fields[0].name if fields else None
     return None
 
 
-def _json_kind(path: pathlib.Path, gz: bool, column: str, batch_bytes: int) -> str:
+def _json_kind(path: pathlib.Path, gz: bool, span: Span | None, column: str, batch_bytes: int) -> str:
     """The JSON kind of ``column``'s values: re-read it as text and see what the parser objects to."""
     try:
-        for _ in _json_batches(path, gz, pa.schema([(column, pa.string())]), batch_bytes):
+        for _ in _json_batches(path, gz, span, pa.schema([(column, pa.string())]), batch_bytes):
             pass
     except pa.ArrowInvalid as exc:
         match = _JSON_CHANGED.search(str(exc))
@@ -310,23 +322,35 @@ def _json_kind(path: pathlib.Path, gz: bool, column: str, batch_bytes: int) -> s
 
 
 def _json_error(
-    path: pathlib.Path, gz: bool, exc: Exception, schema: pa.Schema, types: dict[str, str], batch_bytes: int
+    path: pathlib.Path,
+    gz: bool,
+    span: Span | None,
+    exc: Exception,
+    schema: pa.Schema,
+    types: dict[str, str],
+    batch_bytes: int,
 ) -> SourceError:
     match = _JSON_CHANGED.search(str(exc))
     if match and match[1] in types:
         return _cast_error(path, match[1], match[2], types[match[1]], exc)
-    culprit = _json_culprit(path, gz, schema, batch_bytes)
+    culprit = _json_culprit(path, gz, span, schema, batch_bytes)
     if culprit is None:
         return SourceError(f"{path}: cannot be read: {exc}")
-    return _cast_error(path, culprit, _json_kind(path, gz, culprit, batch_bytes), types[culprit], exc)
+    kind = _json_kind(path, gz, span, culprit, batch_bytes)
+    return _cast_error(path, culprit, kind, types[culprit], exc)
 
 
 def _read_json(
-    path: pathlib.Path, gz: bool, target: pa.Schema, types: dict[str, str], batch_bytes: int
+    path: pathlib.Path,
+    gz: bool,
+    span: Span | None,
+    target: pa.Schema,
+    types: dict[str, str],
+    batch_bytes: int,
 ) -> Iterator[pa.RecordBatch]:
     schema = pa.schema([pa.field(f.name, _json_type(f.type)) for f in target])
     try:
-        for batch in _json_batches(path, gz, schema, batch_bytes):
+        for batch in _json_batches(path, gz, span, schema, batch_bytes):
             yield _conform(path, batch, target, types)
     except pa.ArrowInvalid as exc:
-        raise _json_error(path, gz, exc, schema, types, batch_bytes) from exc
+        raise _json_error(path, gz, span, exc, schema, types, batch_bytes) from exc

@@ -7,7 +7,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 import redis
@@ -16,7 +15,8 @@ from pyiceberg.table import Table
 from app.errors import SourceError
 from app.jobs.model import OPEN_STATES, TaskSpec
 from app.jobs.service import JobService
-from workers.ingest import write_task_manifest
+from app.settings import Settings
+from workers.conversion import write_task_manifest
 from workers.paths import resolve_sources
 
 log = logging.getLogger("floe.worker")
@@ -72,8 +72,9 @@ def through_outage(fn: Callable[[], T], what: str, budget: float = REDIS_OUTAGE_
             delay = min(delay * 2, 5.0)
 
 
-def run_ingest(service: JobService, job_id: str, task_id: str, data_base: Path | None) -> str:
+def run_task(service: JobService, job_id: str, task_id: str, settings: Settings) -> str:
     """Run one task; returns what happened (accepted, duplicate, late, already-recorded, skipped: ...)."""
+    data_base = settings.worker_data_base
     store = service.store
     job, recorded, spec = through_outage(lambda: store.task_context(job_id, task_id), "reading the job")
     if job is None:
@@ -82,7 +83,7 @@ def run_ingest(service: JobService, job_id: str, task_id: str, data_base: Path |
     if job.state not in OPEN_STATES:
         return f"skipped: job is {job.state.value}"
     if recorded is not None:
-        # The seed's worker cache: a redelivered or repeated task re-reports what is recorded.
+        # A redelivered or repeated task converts nothing: its manifest is already recorded.
         return "already-recorded"
     if data_base is None:
         raise SourceError("WORKER_DATA_BASE is not set on this worker host")
@@ -106,6 +107,7 @@ def run_ingest(service: JobService, job_id: str, task_id: str, data_base: Path |
         task_id,
         on_batch=progress,
         on_file=lambda path: through_outage(lambda: store.journal_file(job_id, path), "journaling a file"),
+        buffer_bytes=settings.write_buffer_bytes,
     )
     result = through_outage(
         lambda: service.record_manifest(job_id, task_id, descriptor, table), "recording the manifest"

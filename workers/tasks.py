@@ -1,4 +1,8 @@
-"""Celery tasks: each unpacks its ids and calls plain code (workers.task_runner, app.jobs.service)."""
+"""Celery tasks: each unpacks its ids and calls plain code (workers.task_runner, app.jobs.service).
+
+Tasks are shared tasks, bound to the app Celery builds from the settings (``app.celery_app``), so
+importing this module builds nothing. Task names are Floe's wire contract with queued messages.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,16 @@ import logging
 from typing import Any
 
 import redis
-from celery import Task
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
+from celery import Task, shared_task
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_init, worker_process_init
 
-from app.celery_app import AUTOCOMMIT_TASK, COMMIT_TASK, INGEST_TASK, WATCHDOG_TASK, app
+from app.celery_app import AUTOCOMMIT_TASK, COMMIT_TASK, INGEST_TASK, WATCHDOG_TASK
 from app.errors import FailedPrecondition, PermanentError, RetryableError
 from app.logs import configure_logging, current_job_id
 from app.runtime import get_service
 from app.settings import get_settings
-from workers.task_runner import run_ingest
+from workers.datafiles import use_jemalloc_unless_configured
+from workers.task_runner import run_task
 
 log = logging.getLogger("floe.tasks")
 
@@ -25,13 +30,19 @@ def _configure_logging(**_kwargs: Any) -> None:
     configure_logging()
 
 
+@worker_init.connect
+def _choose_memory_pool(**_kwargs: Any) -> None:
+    use_jemalloc_unless_configured(get_settings().arrow_memory_pool)
+
+
 @worker_process_init.connect
 def _warm_up(**_kwargs: Any) -> None:
     """Connect to Redis and the catalog in each pool process before the first task arrives."""
+    use_jemalloc_unless_configured(get_settings().arrow_memory_pool)
     try:
         from app.catalog import get_catalog
 
-        get_service().store.r.ping()
+        get_service().store.ping()
         get_catalog(get_settings())
     except Exception as exc:  # noqa: BLE001 - the first task will report the problem properly
         log.warning("warm-up failed: %s", exc)
@@ -58,21 +69,21 @@ class IngestTask(Task):  # type: ignore[misc]
     retry_jitter = True
     max_retries = 5
 
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        job_id, ingest_task_id = args[0], args[1]
+    def on_failure(self, exc: BaseException, celery_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        job_id, task_id = args[0], args[1]  # Floe's ids; celery_id is Celery's message id
         if isinstance(exc, PermanentError):
             reason = str(exc)
         else:
             reason = f"gave up after {self.request.retries} retries: {type(exc).__name__}: {exc}"
-        get_service().task_failed(job_id, ingest_task_id, reason, permanent=True)
+        get_service().task_failed(job_id, task_id, reason, permanent=True)
 
 
-@app.task(name=INGEST_TASK, base=IngestTask, bind=True)
+@shared_task(name=INGEST_TASK, base=IngestTask, bind=True)
 def ingest(self: Task, job_id: str, task_id: str) -> str:
-    return run_ingest(get_service(), job_id, task_id, get_settings().worker_data_base)
+    return run_task(get_service(), job_id, task_id, get_settings())
 
 
-@app.task(name=COMMIT_TASK, bind=True, autoretry_for=RETRYABLE, retry_backoff=2, max_retries=10)
+@shared_task(name=COMMIT_TASK, bind=True, autoretry_for=RETRYABLE, retry_backoff=2, max_retries=10)
 def commit_job(self: Task, job_id: str) -> str:
     try:
         job, already = get_service().commit(job_id)
@@ -83,11 +94,11 @@ def commit_job(self: Task, job_id: str) -> str:
     return f"{'already ' if already else ''}committed snapshot {job.committed_snapshot_id}"
 
 
-@app.task(name=WATCHDOG_TASK)
+@shared_task(name=WATCHDOG_TASK)
 def watchdog() -> list[str]:
     return get_service().watchdog_tick()
 
 
-@app.task(name=AUTOCOMMIT_TASK)
+@shared_task(name=AUTOCOMMIT_TASK)
 def autocommit() -> list[str]:
     return get_service().autocommit_tick()

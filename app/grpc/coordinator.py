@@ -32,7 +32,7 @@ DEFAULT_MAX_WATCHES = 16
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     def __init__(self, service: JobService, max_watches: int = DEFAULT_MAX_WATCHES) -> None:
         self.service = service
-        self.events = JobEvents(service.store.r)
+        self.events = JobEvents(service.store)
         self.max_watches = max_watches
         self._watch_slots = threading.BoundedSemaphore(max_watches)
 

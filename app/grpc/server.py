@@ -27,9 +27,12 @@ def create_server(
 ) -> tuple[grpc.Server, int]:
     """A ready (not yet started) server on ``address``; returns it and the bound port.
 
-    ``security`` (default: from the environment) adds TLS / mTLS and the bearer-token check.
+    ``security`` (default: the settings') adds TLS / mTLS and the bearer-token check.
     """
-    security = TransportSecurity.from_env() if security is None else security
+    if security is None:
+        from app.settings import get_settings
+
+        security = get_settings().security
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="floe-grpc"),
         interceptors=[*security.interceptors(), ErrorInterceptor()],

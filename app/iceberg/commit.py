@@ -28,14 +28,32 @@ from pyiceberg.table.update import (
     SetSnapshotRefUpdate,
 )
 
-from app.errors import CommitConflict, CommitStateUnknown, FailedPrecondition, InvalidArgument
+from app.errors import (
+    CatalogUnavailable,
+    CommitConflict,
+    CommitStateUnknown,
+    FailedPrecondition,
+    InvalidArgument,
+)
 from app.iceberg.descriptor import ManifestDescriptor
 from app.iceberg.files import delete_quietly
 from app.iceberg.merge import MergePolicy, merge_manifests
 from app.iceberg.snapshot import DistributedSnapshot, check_writable
 from app.iceberg.summary import COMMIT_UUID_KEY, JOB_ID_KEY, build_summary, check_extra_properties
+from app.iceberg.unavailable import CATALOG_UNAVAILABLE
+from app.values import int_property
 
 log = logging.getLogger(__name__)
+
+# after sending the commit, these leave its outcome unknown: the table is reloaded to find out
+UNKNOWN_OUTCOME: tuple[type[Exception], ...] = (CommitStateUnknownException, *CATALOG_UNAVAILABLE)
+
+
+@dataclass(frozen=True)
+class CommitOutcome:
+    snapshot_id: int  # the committed snapshot (the reserved id)
+    attempts: int  # catalog commit calls made by this call (0: found already committed)
+    unreferenced: tuple[str, ...]  # worker manifests the snapshot does not reference: the caller deletes them
 
 
 @dataclass(frozen=True)
@@ -47,23 +65,11 @@ class RetryPolicy:
 
     @classmethod
     def from_properties(cls, props: Mapping[str, str]) -> RetryPolicy:
-        def _int(key: str, default: int, minimum: int) -> int:
-            raw = props.get(key)
-            if raw is None:
-                return default
-            try:
-                value = int(raw)
-            except ValueError:
-                raise InvalidArgument(f"table property {key}={raw!r} is not an integer") from None
-            if value < minimum:
-                raise InvalidArgument(f"table property {key}={value} must be at least {minimum}")
-            return value
-
         return cls(
-            num_retries=_int("commit.retry.num-retries", 4, 0),
-            min_wait_ms=_int("commit.retry.min-wait-ms", 100, 0),
-            max_wait_ms=_int("commit.retry.max-wait-ms", 60_000, 0),
-            total_timeout_ms=_int("commit.retry.total-timeout-ms", 1_800_000, 0),
+            num_retries=int_property(props, "commit.retry.num-retries", 4, minimum=0),
+            min_wait_ms=int_property(props, "commit.retry.min-wait-ms", 100, minimum=0),
+            max_wait_ms=int_property(props, "commit.retry.max-wait-ms", 60_000, minimum=0),
+            total_timeout_ms=int_property(props, "commit.retry.total-timeout-ms", 1_800_000, minimum=0),
         )
 
     def wait_seconds(self, attempt: int) -> float:
@@ -122,21 +128,14 @@ def commit_distributed_snapshot(
     snapshot: DistributedSnapshot,
     manifests: list[ManifestDescriptor],
     summary: Mapping[str, str] | None = None,
-    stats: dict[str, int] | None = None,
-    unreferenced: list[str] | None = None,
-) -> int:
-    """Commit every manifest as one new snapshot on main; return the committed snapshot id.
+) -> CommitOutcome:
+    """Commit every manifest as one new snapshot on main; return what happened.
 
     Idempotent: when the reservation is already among main's ancestors its id is returned and
-    nothing new is written. ``stats``, when given, receives ``attempts`` (catalog calls made).
-
-    Worker manifests the committed snapshot does not reference (merged into larger ones) are
-    deleted before returning, or, when ``unreferenced`` is given, appended to it for the caller to
-    delete once it has recorded the outcome: the snapshot is on main either way, and a job can be
-    marked complete without waiting for the deletes.
+    nothing new is written. Nothing is deleted here: the outcome lists the worker manifests the
+    committed snapshot does not reference (merged into larger ones), and the caller deletes them once
+    it has recorded the outcome (the snapshot is on main either way).
     """
-    stats = {} if stats is None else stats
-    stats["attempts"] = 0
     extra = dict(summary or {})
     check_extra_properties(extra)
     extra[COMMIT_UUID_KEY] = snapshot.commit_uuid
@@ -152,15 +151,13 @@ def commit_distributed_snapshot(
                 f"(uuid {table.metadata.table_uuid}, reserved against {snapshot.table_uuid})"
             )
         if (done := find_committed(table, snapshot, job_id)) is not None:
-            _dispose(table, unreferenced_manifests(table, done, manifests), unreferenced)
-            return done.snapshot_id
+            return CommitOutcome(done.snapshot_id, attempt, tuple(unreferenced_manifests(table, done, manifests)))
         if table.metadata.snapshot_by_id(snapshot.snapshot_id) is not None:
             raise FailedPrecondition(
                 f"snapshot id {snapshot.snapshot_id} exists in the table but is not on main; refusing to reuse it"
             )
         check_writable(table)
         retry = RetryPolicy.from_properties(table.metadata.properties)
-        stats["attempts"] = attempt + 1
         try:
             committed, merged_away = _attempt(table, snapshot, manifests, extra, attempt)
         except CommitFailedException as exc:
@@ -168,27 +165,26 @@ def commit_distributed_snapshot(
             if attempt >= retry.num_retries or elapsed_ms >= retry.total_timeout_ms:
                 raise CommitConflict(
                     f"commit of snapshot {snapshot.snapshot_id} kept conflicting with other writers after "
-                    f"{attempt + 1} attempts: {exc}"
+                    f"{attempt + 1} attempts: {exc}",
+                    attempts=attempt + 1,
                 ) from exc
             log.info("commit conflict on attempt %d, rebasing: %s", attempt + 1, exc)
             time.sleep(retry.wait_seconds(attempt))
             attempt += 1
             continue
-        except (CommitStateUnknownException, OSError, ConnectionError) as exc:
-            return _resolve_unknown(table, snapshot, manifests, job_id, exc, unreferenced)
-        _dispose(table, merged_away, unreferenced)
-        return committed
-
-
-def _dispose(table: Table, paths: list[str], unreferenced: list[str] | None) -> None:
-    if unreferenced is None:
-        delete_quietly(table.io, paths)
-    else:
-        unreferenced.extend(paths)
+        except UNKNOWN_OUTCOME as exc:
+            # the request may have landed (Java's client treats a 5xx on commit the same way)
+            return _resolve_unknown(table, snapshot, manifests, job_id, exc, attempt + 1)
+        return CommitOutcome(committed, attempt + 1, tuple(merged_away))
 
 
 def _reload(table: Table) -> Table:
-    return table.catalog.load_table(table.name())
+    try:
+        return table.catalog.load_table(table.name())
+    except CATALOG_UNAVAILABLE as exc:
+        raise CatalogUnavailable(
+            f"catalog {table.catalog.name!r} could not load {'.'.join(table.name())}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _resolve_unknown(
@@ -197,8 +193,8 @@ def _resolve_unknown(
     manifests: list[ManifestDescriptor],
     job_id: str | None,
     exc: BaseException,
-    unreferenced: list[str] | None,
-) -> int:
+    attempts: int,
+) -> CommitOutcome:
     try:
         table = _reload(table)
     except Exception as reload_exc:  # noqa: BLE001 - the outcome stays unknown either way
@@ -207,8 +203,7 @@ def _resolve_unknown(
             f"be reloaded to check ({reload_exc}); nothing was deleted"
         ) from exc
     if (done := find_committed(table, snapshot, job_id)) is not None:
-        _dispose(table, unreferenced_manifests(table, done, manifests), unreferenced)
-        return done.snapshot_id
+        return CommitOutcome(done.snapshot_id, attempts, tuple(unreferenced_manifests(table, done, manifests)))
     raise CommitStateUnknown(
         f"commit of snapshot {snapshot.snapshot_id} has an unknown outcome ({exc}) and it is not on main yet; "
         "nothing was deleted; retry the commit"

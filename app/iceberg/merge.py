@@ -18,9 +18,9 @@ from pyiceberg.manifest import ManifestContent, ManifestEntryStatus, ManifestFil
 from pyiceberg.table import Table
 from pyiceberg.utils.bin_packing import ListPacker
 
-from app.errors import InvalidArgument
 from app.iceberg.manifest_concat import NotConcatenable, concat_manifests, concatenable
 from app.iceberg.manifest_reader import read_entries
+from app.values import bool_property, int_property
 
 MERGE_ENABLED = "commit.manifest-merge.enabled"
 MIN_COUNT_TO_MERGE = "commit.manifest.min-count-to-merge"
@@ -35,28 +35,10 @@ class MergePolicy:
 
     @classmethod
     def from_properties(cls, props: Mapping[str, str]) -> MergePolicy:
-        enabled_raw = props.get(MERGE_ENABLED, "false").strip().lower()
-        if enabled_raw not in ("true", "false"):
-            raise InvalidArgument(
-                f"table property {MERGE_ENABLED}={props[MERGE_ENABLED]!r} is not true or false"
-            )
-
-        def _int(key: str, default: int) -> int:
-            raw = props.get(key)
-            if raw is None:
-                return default
-            try:
-                value = int(raw)
-            except ValueError:
-                raise InvalidArgument(f"table property {key}={raw!r} is not an integer") from None
-            if value < 1:
-                raise InvalidArgument(f"table property {key}={value} must be positive")
-            return value
-
         return cls(
-            enabled=enabled_raw == "true",
-            min_count=_int(MIN_COUNT_TO_MERGE, 100),
-            target_size_bytes=_int(TARGET_SIZE_BYTES, 8 * 1024 * 1024),
+            enabled=bool_property(props, MERGE_ENABLED, False),
+            min_count=int_property(props, MIN_COUNT_TO_MERGE, 100),
+            target_size_bytes=int_property(props, TARGET_SIZE_BYTES, 8 * 1024 * 1024),
         )
 
 

@@ -17,6 +17,7 @@ from types import TracebackType
 import redis
 
 from app import keys
+from app.jobs.store import JobStore
 
 log = logging.getLogger("floe.events")
 RECONNECT_DELAY_SECONDS = 0.5
@@ -54,8 +55,8 @@ class JobWatch:
 class JobEvents:
     """The process's subscription to job changes (started on the first watch)."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
+    def __init__(self, store: JobStore) -> None:
+        self._store = store
         self._lock = threading.Lock()
         self._watches: dict[str, set[JobWatch]] = {}
         self._thread: threading.Thread | None = None
@@ -100,7 +101,7 @@ class JobEvents:
 
     def _listen(self) -> None:
         while not self._stop.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._store.subscribe_job_events()
             try:
                 pubsub.subscribe(keys.JOB_EVENTS)
                 self.connected.set()

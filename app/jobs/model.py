@@ -24,7 +24,6 @@ class JobState(str, Enum):
 
 
 OPEN_STATES = (JobState.PENDING, JobState.RUNNING)
-TERMINAL_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -146,3 +145,18 @@ class Job:
             "committed_snapshot_id": self.committed_snapshot_id,
             "failure_reason": self.failure_reason,
         }
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What the store records for a job StartJob is creating (validated, snapshot reserved)."""
+
+    table: TableRef
+    snapshot: DistributedSnapshot
+    requester: str
+    timeout_seconds: int
+    tasks: list[TaskSpec]
+    expected: int
+    auto_commit: bool
+    snapshot_properties: dict[str, str]
+    idempotency_key: str = ""

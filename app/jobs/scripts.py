@@ -33,22 +33,44 @@ redis.call('SADD', KEYS[3], ARGV[1])
 return {1, ARGV[1]}
 """
 
-# KEYS: job, tasks.  ARGV: now, then pairs task_id, spec JSON
-# Returns {state or '', new task ids...}
+# KEYS: job, tasks.  ARGV: now, then triples task_id, host, spec JSON
+# Atomically, for the whole request: a known id registered for another host is a conflict
+# ({state, 'conflict', id, registered host, ...}); new ids on a job that takes no more tasks are
+# refused ({state, 'closed', new ids...}); otherwise the new ids are registered ({state, 'ok', ids...}).
+# Returns {''} for an unknown job.
 REGISTER_TASKS = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {''} end
-local out = {state}
-if state ~= 'PENDING' and state ~= 'RUNNING' then return out end
-local added = 0
-for i = 2, #ARGV, 2 do
-  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
-    added = added + 1
-    table.insert(out, ARGV[i])
+local conflicts = {}
+local new = {}
+for i = 2, #ARGV, 3 do
+  local known = redis.call('HGET', KEYS[2], ARGV[i])
+  if known then
+    local host = cjson.decode(known)['host'] or ''
+    if host ~= ARGV[i + 1] then
+      table.insert(conflicts, ARGV[i])
+      table.insert(conflicts, host)
+    end
+  else
+    table.insert(new, i)
   end
 end
-if added > 0 then
-  redis.call('HINCRBY', KEYS[1], 'tasks_total', added)
+if #conflicts > 0 then
+  local out = {state, 'conflict'}
+  for _, v in ipairs(conflicts) do table.insert(out, v) end
+  return out
+end
+if #new > 0 and state ~= 'PENDING' and state ~= 'RUNNING' then
+  local out = {state, 'closed'}
+  for _, i in ipairs(new) do table.insert(out, ARGV[i]) end
+  return out
+end
+local out = {state, 'ok'}
+for _, i in ipairs(new) do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then table.insert(out, ARGV[i]) end
+end
+if #out > 2 then
+  redis.call('HINCRBY', KEYS[1], 'tasks_total', #out - 2)
   redis.call('HSET', KEYS[1], 'last_progress_at', ARGV[1])
   redis.call('HINCRBY', KEYS[1], 'version', 1)
 """ + _PUBLISH + """

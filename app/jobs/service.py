@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 from pyiceberg.table import Table
 
-from app import keys
-from app.errors import FailedPrecondition, InvalidArgument, NotFound, PermanentError
+from app.errors import (
+    AlreadyExists,
+    CommitConflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermanentError,
+)
 from app.iceberg import ManifestDescriptor, begin_distributed_snapshot, commit_distributed_snapshot
 from app.iceberg.commit import find_committed, unreferenced_manifests
 from app.iceberg.files import delete_quietly
 from app.jobs.cleanup import JobFiles, TableLoader
 from app.jobs.manifest_checks import check_reported_manifest
-from app.jobs.model import OPEN_STATES, Job, JobState, TableRef, TaskSpec
+from app.jobs.model import OPEN_STATES, Job, JobState, NewJob, TableRef, TaskSpec
 from app.jobs.store import JobStore, RecordResult
 from app.jobs.validation import StartJobInput, check_job_id, check_table, check_tasks
 from app.keys import DEFAULT_JOB_TIMEOUT_SECONDS
-from app.metrics import observe_commit
 
 log = logging.getLogger("floe.jobs")
 RESUME_ENQUEUE_AFTER_SECONDS = 10.0
@@ -37,6 +43,14 @@ class TaskQueue(Protocol):
 
 
 
+@dataclass(frozen=True)
+class Assignment:
+    accepted: list[str]  # newly registered and enqueued
+    already: list[str]  # known on this host: not run again
+    recorded_manifests: dict[str, str]  # known task id -> its recorded manifest path (re-reported)
+    state: str  # the job's state when the tasks were registered
+
+
 class JobService:
     def __init__(self, store: JobStore, queue: TaskQueue, load_table: TableLoader) -> None:
         self.store = store
@@ -50,28 +64,30 @@ class JobService:
         request = request.validated()
         assert request.table is not None
         if request.idempotency_key:
-            existing = self.store.r.get(keys.idempotency(request.idempotency_key))
-            if existing and (job := self.store.get(str(existing))) is not None:
+            existing = self.store.job_id_for_key(request.idempotency_key)
+            if existing and (job := self.store.get(existing)) is not None:
                 self._ensure_enqueued(job)
                 return self.store.require(job.job_id), False
         table = self.load_table(request.table)
         snapshot = begin_distributed_snapshot(table, request.snapshot_properties)
         timeout = request.job_timeout_seconds or DEFAULT_JOB_TIMEOUT_SECONDS
         # Auto-commit by default only when the job knows how many manifests to expect; tasks that
-        # arrive later through AssignTasks are committed with CommitJob (the seed's walkthrough).
+        # arrive later through AssignTasks are committed with CommitJob (the README's walkthrough).
         auto_commit = request.auto_commit
         if auto_commit is None:
             auto_commit = bool(request.tasks or request.expected_manifest_count)
         job_id, created = self.store.create(
-            request.table,
-            snapshot,
-            request.requester,
-            timeout,
-            request.tasks,
-            request.expected_manifest_count,
-            auto_commit,
-            request.snapshot_properties,
-            request.idempotency_key,
+            NewJob(
+                table=request.table,
+                snapshot=snapshot,
+                requester=request.requester,
+                timeout_seconds=timeout,
+                tasks=request.tasks,
+                expected=request.expected_manifest_count,
+                auto_commit=auto_commit,
+                snapshot_properties=request.snapshot_properties,
+                idempotency_key=request.idempotency_key,
+            )
         )
         job = self.store.require(job_id)
         self._ensure_enqueued(job)
@@ -114,8 +130,14 @@ class JobService:
         snapshot_id: int,
         commit_uuid: str,
         table: TableRef | None,
-    ) -> tuple[list[str], list[str]]:
-        """Register tasks on this worker's host and enqueue the new ones. -> (accepted, already)."""
+    ) -> Assignment:
+        """Register tasks on this worker's host and enqueue the new ones.
+
+        Repeats are harmless in every state: tasks the job already has on this host are not run or
+        enqueued again, and their recorded manifests are re-reported (acknowledged and ignored). New
+        ids are refused, as a whole request, once the job takes no more tasks; a known id sent for
+        another host is refused naming both hosts.
+        """
         job = self.status(job_id)
         if not tasks:
             raise InvalidArgument("tasks is empty: give at least one {task_id}")
@@ -133,13 +155,33 @@ class JobService:
             check_table(table)
             raise FailedPrecondition(f"table {table} is not the table of job {job_id} ({job.table})")
         specs = [TaskSpec(t.task_id, worker_id, t.paths) for t in tasks]
-        state, added = self.store.register_tasks(job_id, specs)
-        if state not in (JobState.PENDING.value, JobState.RUNNING.value):
-            raise FailedPrecondition(f"job {job_id} is {state}: it takes no more tasks")
-        ids = self._send(job_id, [s for s in specs if s.task_id in added])
+        reg = self.store.register_tasks(job_id, specs)
+        if reg.outcome == "unknown":
+            raise NotFound(f"job {job_id!r} does not exist")
+        if reg.outcome == "conflict":
+            pairs = ", ".join(
+                f"task {tid!r} is registered on host {host!r}, not {worker_id!r}"
+                for tid, host in zip(reg.ids[::2], reg.ids[1::2], strict=True)
+            )
+            raise AlreadyExists(f"job {job_id}: {pairs}; nothing was registered")
+        if reg.outcome == "closed":
+            raise FailedPrecondition(
+                f"job {job_id} is {reg.state}: it takes no more tasks; new task ids refused: "
+                f"{', '.join(reg.ids)} (nothing was registered)"
+            )
+        added = reg.ids
+        ids = self._send(job_id, [s for s in specs if s.task_id in added]) if added else []
         if ids:
             self.store.mark_enqueued(job_id, ids)
-        return added, [s.task_id for s in specs if s.task_id not in added]
+        known = [s.task_id for s in specs if s.task_id not in added]
+        recorded: dict[str, str] = {}
+        for task_id in known:
+            raw = self.store.manifest(job_id, task_id)
+            if raw:  # re-reported: the store answers duplicate (or late) and changes nothing
+                descriptor = ManifestDescriptor.from_json(raw)
+                self.store.record_manifest(job_id, task_id, descriptor)
+                recorded[task_id] = descriptor.manifest_path
+        return Assignment(added, known, recorded, reg.state)
 
     def record_manifest(
         self, job_id: str, task_id: str, descriptor: ManifestDescriptor | None, table: Table | None = None
@@ -219,7 +261,7 @@ class JobService:
             job = self.store.get(job_id)
             if job is None or job.state not in OPEN_STATES:
                 continue
-            done = set(self.store.r.hkeys(keys.job_manifests(job_id))) | set(self.store.failures(job_id))  # type: ignore[arg-type]
+            done = self.store.finished_task_ids(job_id)
             count += sum(1 for t in self.store.tasks(job_id) if t.host == host and t.task_id not in done)
         return count
 
@@ -265,21 +307,22 @@ class JobService:
         summary = {"floe.job-id": job_id, **job.snapshot.properties}
         if job.requester:
             summary.setdefault("floe.requester", job.requester)
-        stats: dict[str, int] = {}
-        merged_away: list[str] = []  # deleted once the job is marked complete, not before
         started = time.monotonic()
         try:
-            snapshot_id = commit_distributed_snapshot(table, job.snapshot, manifests, summary, stats, merged_away)
+            outcome = commit_distributed_snapshot(table, job.snapshot, manifests, summary)
+        except CommitConflict as exc:
+            self.store.count("commit_conflict_retries_total", max(0, exc.attempts - 1))
+            raise
         except PermanentError as exc:
             self._finish_badly(job_id, JobState.FAILED, f"commit failed: {exc}", [JobState.COMMITTING])
             raise
-        finally:
-            self.store.count("commit_conflict_retries_total", max(0, stats.get("attempts", 1) - 1))
-        observe_commit(self.store, time.monotonic() - started)
+        self.store.count("commit_conflict_retries_total", max(0, outcome.attempts - 1))
+        self.store.observe_commit_seconds(time.monotonic() - started)
         self.store.cleanup_pending(job_id)  # should this process die before the deletes, beat does them
-        self.store.complete(job_id, snapshot_id)
-        log.info("job committed", extra={"job_id": job_id, "snapshot_id": snapshot_id})
-        self.files.after_commit(job_id, table, manifests, merged_away)
+        self.store.complete(job_id, outcome.snapshot_id)
+        log.info("job committed", extra={"job_id": job_id, "snapshot_id": outcome.snapshot_id})
+        # the merged-away task manifests go once the job is marked complete, not before
+        self.files.after_commit(job_id, table, manifests, list(outcome.unreferenced))
         return self.store.require(job_id), False
 
     def _complete_if_committed(self, job: Job) -> None:
@@ -366,6 +409,8 @@ class JobService:
                     committed.append(job_id)
                 except FailedPrecondition as exc:
                     log.info("auto-commit skipped: %s", exc, extra={"job_id": job_id})
+                except Exception as exc:  # noqa: BLE001 - one job's catalog trouble must not stop the tick
+                    log.warning("auto-commit failed, retried next tick: %s", exc, extra={"job_id": job_id})
             elif (
                 job.state in OPEN_STATES
                 and not job.enqueued

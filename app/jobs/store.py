@@ -1,4 +1,8 @@
-"""The Redis job store: reads, and atomic transitions through the Lua scripts."""
+"""The Redis job store: reads, and atomic transitions through the Lua scripts.
+
+The only holder of a Redis client in Floe: the service, the servicers, metrics and the Celery tasks
+reach Redis through the methods here, each named for what it does.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,9 @@ import redis
 
 from app import keys
 from app.errors import NotFound
-from app.iceberg import DistributedSnapshot, ManifestDescriptor
+from app.iceberg import ManifestDescriptor
 from app.jobs import scripts
-from app.jobs.model import OPEN_STATES, Job, JobState, TableRef, TaskSpec
+from app.jobs.model import Job, JobState, NewJob, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -28,13 +32,22 @@ class RecordResult:
         return self.status == "accepted"
 
 
+@dataclass(frozen=True)
+class Registration:
+    state: str  # the job's state ("" when the job does not exist)
+    outcome: str  # ok | conflict | closed | unknown
+    # ok: the ids newly registered; conflict: pairs (id, the host it is registered on);
+    # closed: the new ids the job refused
+    ids: list[str]
+
+
 def _csv(states: Iterable[JobState]) -> str:
     return ",".join(s.value for s in states)
 
 
 class JobStore:
     def __init__(self, client: redis.Redis, retention_seconds: int) -> None:
-        self.r = client
+        self._r = client
         self.retention_seconds = retention_seconds
         self._create = client.register_script(scripts.CREATE)
         self._register = client.register_script(scripts.REGISTER_TASKS)
@@ -46,40 +59,29 @@ class JobStore:
         self._journal = client.register_script(scripts.JOURNAL_FILE)
 
     @classmethod
-    def from_url(cls, url: str, retention_seconds: int) -> JobStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True), retention_seconds)
+    def from_url(cls, url: str, retention_seconds: int, **options: Any) -> JobStore:
+        """A store on ``url`` (``options``: redis-py connection options such as socket timeouts)."""
+        return cls(redis.Redis.from_url(url, decode_responses=True, **options), retention_seconds)
 
     # --- creation -------------------------------------------------------------------------------
 
-    def create(
-        self,
-        table: TableRef,
-        snapshot: DistributedSnapshot,
-        requester: str,
-        timeout_seconds: int,
-        tasks: list[TaskSpec],
-        expected: int,
-        auto_commit: bool,
-        snapshot_properties: dict[str, str],
-        idempotency_key: str = "",
-        now: float | None = None,
-    ) -> tuple[str, bool]:
+    def create(self, new: NewJob, now: float | None = None) -> tuple[str, bool]:
         """Create a job; with an idempotency key, a retry returns the first job. -> (job_id, created)."""
         now = time.time() if now is None else now
         job_id = uuid.uuid4().hex
         fields = {
             "id": job_id,
             "state": JobState.PENDING.value,
-            "table": table.to_json(),
-            "snapshot": snapshot.to_json(),
-            "requester": requester,
-            "timeout": str(timeout_seconds),
+            "table": new.table.to_json(),
+            "snapshot": new.snapshot.to_json(),
+            "requester": new.requester,
+            "timeout": str(new.timeout_seconds),
             "created_at": repr(now),
             "last_progress_at": repr(now),
-            "expected": str(expected),
-            "auto_commit": "1" if auto_commit else "0",
-            "snapshot_properties": json.dumps(snapshot_properties, sort_keys=True),
-            "idempotency_key": idempotency_key,
+            "expected": str(new.expected),
+            "auto_commit": "1" if new.auto_commit else "0",
+            "snapshot_properties": json.dumps(new.snapshot_properties, sort_keys=True),
+            "idempotency_key": new.idempotency_key,
             "enqueued": "0",
             "version": "1",
         }
@@ -88,36 +90,73 @@ class JobStore:
                 keys.job(job_id),
                 keys.JOBS_BY_TIME,
                 keys.ACTIVE_JOBS,
-                keys.idempotency(idempotency_key) if idempotency_key else "",
+                keys.idempotency(new.idempotency_key) if new.idempotency_key else "",
                 keys.job_tasks(job_id),
             ],
-            args=[job_id, json.dumps(fields), repr(now), json.dumps({t.task_id: t.to_json() for t in tasks})],
+            args=[job_id, json.dumps(fields), repr(now), json.dumps({t.task_id: t.to_json() for t in new.tasks})],
         )
-        if created and idempotency_key:
-            self.r.expire(keys.idempotency(idempotency_key), self.retention_seconds)
+        if created and new.idempotency_key:
+            self._r.expire(keys.idempotency(new.idempotency_key), self.retention_seconds)
         return str(found), bool(created)
 
     def mark_enqueued(self, job_id: str, celery_ids: list[str]) -> None:
-        pipe = self.r.pipeline(transaction=True)
+        pipe = self._r.pipeline(transaction=True)
         if celery_ids:
             pipe.sadd(keys.job_celery_ids(job_id), *celery_ids)
         pipe.hset(keys.job(job_id), "enqueued", "1")
         pipe.execute()
 
-    def register_tasks(
-        self, job_id: str, tasks: list[TaskSpec], now: float | None = None
-    ) -> tuple[str, list[str]]:
-        """Add tasks (first registration wins). -> (job state, ids newly registered)."""
+    def register_tasks(self, job_id: str, tasks: list[TaskSpec], now: float | None = None) -> Registration:
+        """Register tasks, all or none (first registration of an id wins). See :class:`Registration`."""
         args: list[Any] = [repr(time.time() if now is None else now)]
         for t in tasks:
-            args += [t.task_id, t.to_json()]
-        out = self._register(keys=[keys.job(job_id), keys.job_tasks(job_id)], args=args)
-        return str(out[0]), [str(x) for x in out[1:]]
+            args += [t.task_id, t.host, t.to_json()]
+        out = [str(x) for x in self._register(keys=[keys.job(job_id), keys.job_tasks(job_id)], args=args)]
+        if not out[0]:
+            return Registration("", "unknown", [])
+        return Registration(out[0], out[1], out[2:])
 
     # --- reads ----------------------------------------------------------------------------------
 
+    def close(self) -> None:
+        self._r.close()
+
+    def ping(self) -> bool:
+        return bool(self._r.ping())
+
+    def job_id_for_key(self, idempotency_key: str) -> str | None:
+        """The job a StartJob with this idempotency key created, if any."""
+        found = self._r.get(keys.idempotency(idempotency_key))
+        return str(found) if found else None
+
+    def finished_task_ids(self, job_id: str) -> set[str]:
+        """Tasks that recorded a manifest or a failure."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hkeys(keys.job_manifests(job_id))
+        pipe.hkeys(keys.job_failures(job_id))
+        done, failed = pipe.execute()
+        return set(done) | set(failed)
+
+    def open_job_counts(self) -> dict[str, int]:
+        """Jobs not yet finished, by state (PENDING, RUNNING, COMMITTING)."""
+        counts = {JobState.PENDING.value: 0, JobState.RUNNING.value: 0, JobState.COMMITTING.value: 0}
+        ids = self.active_ids()
+        if not ids:
+            return counts
+        pipe = self._r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(keys.job(job_id), "state")
+        for state in pipe.execute():
+            if isinstance(state, str) and state in counts:
+                counts[state] += 1
+        return counts
+
+    def subscribe_job_events(self) -> redis.client.PubSub:
+        """A subscription-ready pub/sub connection for :mod:`app.jobs.events` (job ids on JOB_EVENTS)."""
+        return self._r.pubsub(ignore_subscribe_messages=True)
+
     def get(self, job_id: str) -> Job | None:
-        data = self.r.hgetall(keys.job(job_id))
+        data = self._r.hgetall(keys.job(job_id))
         return Job.from_hash(data) if data else None  # type: ignore[arg-type]
 
     def require(self, job_id: str) -> Job:
@@ -130,7 +169,7 @@ class JobStore:
 
     def task_context(self, job_id: str, task_id: str) -> tuple[Job | None, str | None, TaskSpec | None]:
         """The job, the task's recorded manifest and the task's spec, in one round trip."""
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self._r.pipeline(transaction=False)
         pipe.hgetall(keys.job(job_id))
         pipe.hget(keys.job_manifests(job_id), task_id)
         pipe.hget(keys.job_tasks(job_id), task_id)
@@ -139,52 +178,48 @@ class JobStore:
         spec = TaskSpec.from_json(task_id, raw) if raw is not None else None
         return job, manifest, spec
 
-    def task(self, job_id: str, task_id: str) -> TaskSpec | None:
-        raw = self.r.hget(keys.job_tasks(job_id), task_id)
-        return TaskSpec.from_json(task_id, raw) if raw is not None else None  # type: ignore[arg-type]
-
     def tasks(self, job_id: str) -> list[TaskSpec]:
-        data: dict[str, str] = self.r.hgetall(keys.job_tasks(job_id))  # type: ignore[assignment]
+        data: dict[str, str] = self._r.hgetall(keys.job_tasks(job_id))  # type: ignore[assignment]
         return [TaskSpec.from_json(k, v) for k, v in sorted(data.items())]
 
     def manifest(self, job_id: str, task_id: str) -> str | None:
-        return self.r.hget(keys.job_manifests(job_id), task_id)  # type: ignore[return-value]
+        return self._r.hget(keys.job_manifests(job_id), task_id)  # type: ignore[return-value]
 
     def manifests(self, job_id: str) -> list[ManifestDescriptor]:
-        data: dict[str, str] = self.r.hgetall(keys.job_manifests(job_id))  # type: ignore[assignment]
+        data: dict[str, str] = self._r.hgetall(keys.job_manifests(job_id))  # type: ignore[assignment]
         return [ManifestDescriptor.from_json(v) for _, v in sorted(data.items()) if v]
 
     def cleanup_pending(self, job_id: str, now: float | None = None) -> None:
-        self.r.zadd(keys.CLEANUP_PENDING, {job_id: time.time() if now is None else now})
+        self._r.zadd(keys.CLEANUP_PENDING, {job_id: time.time() if now is None else now})
 
     def cleanup_done(self, job_id: str) -> None:
-        self.r.zrem(keys.CLEANUP_PENDING, job_id)
+        self._r.zrem(keys.CLEANUP_PENDING, job_id)
 
     def cleanups_pending_since(self, before: float) -> list[str]:
         """Job ids whose cleanup was recorded before ``before`` and is not done."""
-        return list(self.r.zrangebyscore(keys.CLEANUP_PENDING, "-inf", before))  # type: ignore[arg-type]
+        return list(self._r.zrangebyscore(keys.CLEANUP_PENDING, "-inf", before))  # type: ignore[arg-type]
 
     def journal_file(self, job_id: str, path: str) -> None:
         self._journal(keys=[keys.job(job_id), keys.job_files(job_id)], args=[path, self.retention_seconds])
 
     def journaled_files(self, job_id: str) -> set[str]:
-        return set(self.r.smembers(keys.job_files(job_id)))  # type: ignore[arg-type]
+        return set(self._r.smembers(keys.job_files(job_id)))  # type: ignore[arg-type]
 
     def failures(self, job_id: str) -> dict[str, str]:
-        return self.r.hgetall(keys.job_failures(job_id))  # type: ignore[return-value]
+        return self._r.hgetall(keys.job_failures(job_id))  # type: ignore[return-value]
 
     def celery_ids(self, job_id: str) -> list[str]:
-        return sorted(self.r.smembers(keys.job_celery_ids(job_id)))  # type: ignore[arg-type]
+        return sorted(self._r.smembers(keys.job_celery_ids(job_id)))  # type: ignore[arg-type]
 
     def active_ids(self) -> list[str]:
-        return sorted(self.r.smembers(keys.ACTIVE_JOBS))  # type: ignore[arg-type]
+        return sorted(self._r.smembers(keys.ACTIVE_JOBS))  # type: ignore[arg-type]
 
     def list(self, limit: int, states: set[JobState] | None = None) -> list[Job]:
         out: list[Job] = []
         expired: list[str] = []
         start = 0
         while len(out) < limit:
-            ids = self.r.zrevrange(keys.JOBS_BY_TIME, start, start + 99)
+            ids = self._r.zrevrange(keys.JOBS_BY_TIME, start, start + 99)
             if not ids:
                 break
             start += 100
@@ -199,11 +234,11 @@ class JobStore:
                 if len(out) >= limit:
                     break
         if expired:  # removed after paging, so the pages read above did not shift under us
-            self.r.zrem(keys.JOBS_BY_TIME, *expired)
+            self._r.zrem(keys.JOBS_BY_TIME, *expired)
         return out
 
     def committed_snapshot(self, job_id: str) -> int | None:
-        raw = self.r.get(keys.committed(job_id))
+        raw = self._r.get(keys.committed(job_id))
         return int(raw) if raw else None  # type: ignore[arg-type]
 
     # --- transitions ----------------------------------------------------------------------------
@@ -243,7 +278,7 @@ class JobStore:
 
     def complete(self, job_id: str, snapshot_id: int | None) -> bool:
         if snapshot_id is not None:
-            self.r.set(
+            self._r.set(
                 keys.committed(job_id),
                 str(snapshot_id),
                 ex=self.retention_seconds * keys.COMMITTED_TTL_FACTOR,
@@ -254,10 +289,6 @@ class JobStore:
             JobState.COMPLETED,
             {"committed_snapshot_id": str(snapshot_id) if snapshot_id is not None else ""},
         )
-        return ok
-
-    def fail(self, job_id: str, reason: str, allowed: Iterable[JobState] = OPEN_STATES) -> bool:
-        ok, _ = self.transition(job_id, allowed, JobState.FAILED, {"failure_reason": reason})
         return ok
 
     def task_failed(self, job_id: str, task_id: str, reason: str, now: float | None = None) -> bool:
@@ -271,23 +302,33 @@ class JobStore:
         return str(self._touch(keys=[keys.job(job_id)], args=[repr(time.time() if now is None else now)]))
 
     def worker_heartbeat(self, worker_id: str, now: float | None = None) -> None:
-        self.r.hset(keys.WORKERS, worker_id, repr(time.time() if now is None else now))
+        self._r.hset(keys.WORKERS, worker_id, repr(time.time() if now is None else now))
 
     def count(self, name: str, amount: float = 1) -> None:
         """Add to a cluster-wide counter (exported by the coordinator's /metrics)."""
-        self.r.hincrbyfloat(keys.METRICS, name, amount)
+        self._r.hincrbyfloat(keys.METRICS, name, amount)
+
+    def observe_commit_seconds(self, seconds: float) -> None:
+        """One commit's duration into the cluster-wide histogram (buckets: keys.COMMIT_BUCKETS)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hincrbyfloat(keys.METRICS, "commit_seconds_sum", seconds)
+        pipe.hincrby(keys.METRICS, "commit_seconds_count", 1)
+        for bound in keys.COMMIT_BUCKETS:
+            if seconds <= bound:
+                pipe.hincrby(keys.METRICS, f"commit_seconds_le_{bound}", 1)
+        pipe.execute()
 
     def counters(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.r.hgetall(keys.METRICS).items()}  # type: ignore[union-attr]
+        return {k: float(v) for k, v in self._r.hgetall(keys.METRICS).items()}  # type: ignore[union-attr]
 
     # --- the commit lock ------------------------------------------------------------------------
 
     def acquire_commit_lock(self, job_id: str, ttl_ms: int = keys.COMMIT_LOCK_TTL_MS) -> str | None:
         token = uuid.uuid4().hex
-        return token if self.r.set(keys.commit_lock(job_id), token, nx=True, px=ttl_ms) else None
+        return token if self._r.set(keys.commit_lock(job_id), token, nx=True, px=ttl_ms) else None
 
     def release_commit_lock(self, job_id: str, token: str) -> None:
         self._release(keys=[keys.commit_lock(job_id)], args=[token])
 
     def commit_locked(self, job_id: str) -> bool:
-        return bool(self.r.exists(keys.commit_lock(job_id)))
+        return bool(self._r.exists(keys.commit_lock(job_id)))

@@ -52,22 +52,31 @@ def check_relative_pattern(pattern: str, label: str) -> str:
     return pattern
 
 
+MAX_NAME = 255  # a catalog, namespace level or table name (catalogs store names in 255-character columns)
+
+
+def check_table_name(namespace: str, table: str, catalog: str = "") -> None:
+    """The one identifier check: every table reference Floe loads passes through it."""
+    if not table:
+        raise InvalidArgument("table.table is required (the table's name)")
+    if not namespace:
+        raise InvalidArgument("table.namespace is required")
+    if any(not part.strip() for part in namespace.split(".")):
+        raise InvalidArgument(f"table.namespace={namespace[:80]!r} has an empty level")
+    for label, value in (("table.catalog", catalog), ("table.namespace", namespace), ("table.table", table)):
+        if len(value) > MAX_NAME or any(ord(c) < 32 for c in value) or value != value.strip():
+            raise InvalidArgument(
+                f"{label}={value[:80]!r} is not a valid name (at most {MAX_NAME} characters, "
+                "no control characters, no surrounding blanks)"
+            )
+    if "." in table:
+        raise InvalidArgument(f"table.table={table!r} must not contain '.' (put the namespace in table.namespace)")
+
+
 def check_table(table: TableRef | None) -> TableRef:
     if table is None:
         raise InvalidArgument("table is required ({catalog, namespace, table})")
-    if not table.table:
-        raise InvalidArgument("table.table is required")
-    if not table.namespace:
-        raise InvalidArgument("table.namespace is required")
-    if any(not part.strip() for part in table.namespace.split(".")):
-        raise InvalidArgument(f"table.namespace={table.namespace[:80]!r} has an empty level")
-    for label, value in (
-        ("table.catalog", table.catalog),
-        ("table.namespace", table.namespace),
-        ("table.table", table.table),
-    ):
-        if len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
-            raise InvalidArgument(f"{label}={value[:80]!r} is not a valid name")
+    check_table_name(table.namespace, table.table, table.catalog)
     return table
 
 

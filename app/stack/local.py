@@ -114,7 +114,8 @@ class LocalStack:
     ) -> None:
         if hosts < 1:
             raise ConfigError(f"--hosts={hosts}: at least one host is needed")
-        base_env = dict(os.environ if env is None else env)
+        given = dict(os.environ if env is None else env)  # the children's environment starts from it
+        base_env = dict(given)
         if home is not None:
             base_env["FLOE_HOME"] = str(home)
         settings = Settings.from_env(base_env)
@@ -135,7 +136,7 @@ class LocalStack:
         worker_host, first_port = _split_address(settings.worker_address)
         if worker_base_port is not None:
             first_port = worker_base_port
-        elif not (env if env is not None else os.environ).get("WORKER_ADDRESS"):
+        elif not given.get("WORKER_ADDRESS"):
             first_port = DEFAULT_WORKER_BASE_PORT
         self.hosts: list[tuple[str, Path, str]] = []
         for i in range(1, hosts + 1):

@@ -18,6 +18,7 @@ import urllib.parse
 from pathlib import Path
 
 from app.errors import ConfigError
+from app.jobs.store import JobStore
 from app.stack.errors import StackError
 from app.stack.ports import free_port
 
@@ -204,17 +205,14 @@ class RedisProcess:
                     f"redis-server exited with code {code} while starting on port {self.port} "
                     f"(log {self.log_path}):\n{tail}"
                 )
-            client = redis.Redis(
-                host="127.0.0.1", port=self.port, password=self.password,
-                socket_connect_timeout=0.5, socket_timeout=0.5,
-            )  # fmt: skip
+            store = JobStore.from_url(self.url, 1, socket_connect_timeout=0.5, socket_timeout=0.5)
             try:
-                if client.ping():
+                if store.ping():
                     return
             except redis.RedisError as exc:
                 last_error = exc
             finally:
-                client.close()
+                store.close()
             if time.monotonic() > deadline:
                 tail = "\n".join(self._new_log(log_offset).splitlines()[-20:]) or "(empty log)"
                 raise StackError(

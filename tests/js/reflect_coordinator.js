@@ -20,7 +20,7 @@ const { GrpcReflection } = require("grpc-js-reflection-client");
 
 const SERVICE = "api.Coordinator";
 const DEADLINE_MS = 30_000;
-// The seed payload, as it stands.
+// The walkthrough's StartJob payload, as it stands.
 const START_JOB = {
   table: { catalog: "default", namespace: "demo", table: "events" },
   requester: "demo-user",

@@ -8,7 +8,7 @@ import sys
 from pyiceberg.catalog import load_catalog
 
 from app.iceberg import DistributedSnapshot
-from workers.ingest import write_task_manifest
+from workers.conversion import write_task_manifest
 
 
 def main() -> None:

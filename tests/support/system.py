@@ -11,14 +11,15 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.catalog.sql import SqlCatalog
 
-from app.cli import celery_worker_argv
 from app.client import CoordinatorClient
+from app.processes import celery_worker_argv
 from app.proto_gen.api import common_pb2
 from app.stack.group_process import GroupProcess as Proc
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 TERMINAL = {common_pb2.COMPLETED, common_pb2.FAILED, common_pb2.CANCELLED}
 
 
@@ -38,10 +39,34 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-class Cluster:
-    """Processes share one Redis, one SQLite catalog and one warehouse under ``home``."""
+def catalog_from_env(env: dict[str, str]) -> Catalog:
+    """The catalog a Floe process given ``env`` uses (ICEBERG_* and PYICEBERG_CATALOG__<NAME>__<KEY>),
+    loaded here from ``env`` alone (this process's environment plays no part beyond pyiceberg's own)."""
+    name = env.get("ICEBERG_CATALOG_NAME") or "default"
+    seed = {"type": "ICEBERG_CATALOG_TYPE", "uri": "ICEBERG_CATALOG_URI", "warehouse": "ICEBERG_WAREHOUSE"}
+    props = {key: env[var] for key, var in seed.items() if env.get(var)}
+    prefix = f"PYICEBERG_CATALOG__{name.upper()}__"
+    for var, value in env.items():
+        if var.upper().startswith(prefix):  # as pyiceberg reads them: "__" -> ".", "_" -> "-"
+            props[var[len(prefix) :].lower().replace("__", ".").replace("_", "-")] = value
+    return load_catalog(name, **props)
 
-    def __init__(self, home: Path, redis_url: str, extra_env: dict[str, str] | None = None) -> None:
+
+class Cluster:
+    """Processes share one Redis, one catalog and one warehouse.
+
+    By default the catalog is SQLite with a file:// warehouse under ``home`` (what Floe's processes
+    use when nothing is configured); ``catalog_env`` (ICEBERG_* / PYICEBERG_CATALOG__* variables, e.g.
+    ``SeaweedFS.env()``) points every process and :attr:`catalog` at another one instead.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        redis_url: str,
+        extra_env: dict[str, str] | None = None,
+        catalog_env: dict[str, str] | None = None,
+    ) -> None:
         self.home = home
         self.redis_url = redis_url
         self.coordinator_port = free_port()
@@ -59,13 +84,18 @@ class Cluster:
             "FLOE_VISIBILITY_TIMEOUT_SECONDS": "3600",
             "FLOE_LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
+            **(catalog_env or {}),
             **(extra_env or {}),
         }
         (home / "logs").mkdir(parents=True, exist_ok=True)
-        self.catalog = SqlCatalog(
-            "default", uri=f"sqlite:///{home / 'catalog.db'}", warehouse=(home / "warehouse").as_uri()
-        )
-        (home / "warehouse").mkdir(exist_ok=True)
+        self.catalog: Catalog
+        if catalog_env:
+            self.catalog = catalog_from_env(catalog_env)
+        else:
+            self.catalog = SqlCatalog(
+                "default", uri=f"sqlite:///{home / 'catalog.db'}", warehouse=(home / "warehouse").as_uri()
+            )
+            (home / "warehouse").mkdir(exist_ok=True)
 
     @property
     def target(self) -> str:

@@ -26,21 +26,25 @@ from app.proto_gen.api import common_pb2 as app_dot_proto__gen_dot_api_dot_commo
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61pp/proto_gen/api/worker.proto\x12\x03\x61pi\x1a\x1e\x61pp/proto_gen/api/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x01\n\x12\x41ssignTasksRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x1c\n\x05table\x18\x03 \x01(\x0b\x32\r.api.TableRef\x12*\n\x08snapshot\x18\x04 \x01(\x0b\x32\x18.api.DistributedSnapshot\x12\x1e\n\x05tasks\x18\x05 \x03(\x0b\x32\x0f.api.IngestTask\"v\n\x13\x41ssignTasksResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x19\n\x11\x61\x63\x63\x65pted_task_ids\x18\x03 \x03(\t\x12!\n\x19\x61lready_assigned_task_ids\x18\x04 \x03(\t\"+\n\x16WorkerHeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"s\n\x17WorkerHeartbeatResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61\x63tive_tasks\x18\x03 \x01(\x05\x32\x92\x01\n\x06Worker\x12@\n\x0b\x41ssignTasks\x12\x17.api.AssignTasksRequest\x1a\x18.api.AssignTasksResponse\x12\x46\n\tHeartbeat\x12\x1b.api.WorkerHeartbeatRequest\x1a\x1c.api.WorkerHeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61pp/proto_gen/api/worker.proto\x12\x03\x61pi\x1a\x1e\x61pp/proto_gen/api/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x01\n\x12\x41ssignTasksRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x1c\n\x05table\x18\x03 \x01(\x0b\x32\r.api.TableRef\x12*\n\x08snapshot\x18\x04 \x01(\x0b\x32\x18.api.DistributedSnapshot\x12\x1e\n\x05tasks\x18\x05 \x03(\x0b\x32\x0f.api.IngestTask\"\x9f\x02\n\x13\x41ssignTasksResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x19\n\x11\x61\x63\x63\x65pted_task_ids\x18\x03 \x03(\t\x12!\n\x19\x61lready_assigned_task_ids\x18\x04 \x03(\t\x12K\n\x12recorded_manifests\x18\x05 \x03(\x0b\x32/.api.AssignTasksResponse.RecordedManifestsEntry\x12 \n\tjob_state\x18\x06 \x01(\x0e\x32\r.api.JobState\x1a\x38\n\x16RecordedManifestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"+\n\x16WorkerHeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"s\n\x17WorkerHeartbeatResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61\x63tive_tasks\x18\x03 \x01(\x05\x32\x92\x01\n\x06Worker\x12@\n\x0b\x41ssignTasks\x12\x17.api.AssignTasksRequest\x1a\x18.api.AssignTasksResponse\x12\x46\n\tHeartbeat\x12\x1b.api.WorkerHeartbeatRequest\x1a\x1c.api.WorkerHeartbeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'app.proto_gen.api.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ASSIGNTASKSRESPONSE_RECORDEDMANIFESTSENTRY']._loaded_options = None
+  _globals['_ASSIGNTASKSRESPONSE_RECORDEDMANIFESTSENTRY']._serialized_options = b'8\001'
   _globals['_ASSIGNTASKSREQUEST']._serialized_start=105
   _globals['_ASSIGNTASKSREQUEST']._serialized_end=266
-  _globals['_ASSIGNTASKSRESPONSE']._serialized_start=268
-  _globals['_ASSIGNTASKSRESPONSE']._serialized_end=386
-  _globals['_WORKERHEARTBEATREQUEST']._serialized_start=388
-  _globals['_WORKERHEARTBEATREQUEST']._serialized_end=431
-  _globals['_WORKERHEARTBEATRESPONSE']._serialized_start=433
-  _globals['_WORKERHEARTBEATRESPONSE']._serialized_end=548
-  _globals['_WORKER']._serialized_start=551
-  _globals['_WORKER']._serialized_end=697
+  _globals['_ASSIGNTASKSRESPONSE']._serialized_start=269
+  _globals['_ASSIGNTASKSRESPONSE']._serialized_end=556
+  _globals['_ASSIGNTASKSRESPONSE_RECORDEDMANIFESTSENTRY']._serialized_start=500
+  _globals['_ASSIGNTASKSRESPONSE_RECORDEDMANIFESTSENTRY']._serialized_end=556
+  _globals['_WORKERHEARTBEATREQUEST']._serialized_start=558
+  _globals['_WORKERHEARTBEATREQUEST']._serialized_end=601
+  _globals['_WORKERHEARTBEATRESPONSE']._serialized_start=603
+  _globals['_WORKERHEARTBEATRESPONSE']._serialized_end=718
+  _globals['_WORKER']._serialized_start=721
+  _globals['_WORKER']._serialized_end=867
 # @@protoc_insertion_point(module_scope)

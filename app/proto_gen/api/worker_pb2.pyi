@@ -61,14 +61,34 @@ class AssignTasksResponse(google.protobuf.message.Message):
 
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
 
+    @typing.final
+    class RecordedManifestsEntry(google.protobuf.message.Message):
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: builtins.int
+        VALUE_FIELD_NUMBER: builtins.int
+        key: builtins.str
+        value: builtins.str
+        def __init__(
+            self,
+            *,
+            key: builtins.str = ...,
+            value: builtins.str = ...,
+        ) -> None: ...
+        def ClearField(self, field_name: typing.Literal["key", b"key", "value", b"value"]) -> None: ...
+
     WORKER_ID_FIELD_NUMBER: builtins.int
     JOB_ID_FIELD_NUMBER: builtins.int
     ACCEPTED_TASK_IDS_FIELD_NUMBER: builtins.int
     ALREADY_ASSIGNED_TASK_IDS_FIELD_NUMBER: builtins.int
+    RECORDED_MANIFESTS_FIELD_NUMBER: builtins.int
+    JOB_STATE_FIELD_NUMBER: builtins.int
     worker_id: builtins.str
     """Worker that handled the request."""
     job_id: builtins.str
     """Job the tasks belong to."""
+    job_state: app.proto_gen.api.common_pb2.JobState.ValueType
+    """The job's state when the tasks were registered (a late retry may see COMPLETED)."""
     @property
     def accepted_task_ids(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
         """Tasks newly accepted by this call."""
@@ -77,6 +97,12 @@ class AssignTasksResponse(google.protobuf.message.Message):
     def already_assigned_task_ids(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
         """Tasks that had already been assigned and were not started again."""
 
+    @property
+    def recorded_manifests(self) -> google.protobuf.internal.containers.ScalarMap[builtins.str, builtins.str]:
+        """Manifest paths recorded for already-assigned tasks (task id -> path), re-reported to the
+        coordinator, which acknowledges and ignores them.
+        """
+
     def __init__(
         self,
         *,
@@ -84,8 +110,10 @@ class AssignTasksResponse(google.protobuf.message.Message):
         job_id: builtins.str = ...,
         accepted_task_ids: collections.abc.Iterable[builtins.str] | None = ...,
         already_assigned_task_ids: collections.abc.Iterable[builtins.str] | None = ...,
+        recorded_manifests: collections.abc.Mapping[builtins.str, builtins.str] | None = ...,
+        job_state: app.proto_gen.api.common_pb2.JobState.ValueType = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["accepted_task_ids", b"accepted_task_ids", "already_assigned_task_ids", b"already_assigned_task_ids", "job_id", b"job_id", "worker_id", b"worker_id"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["accepted_task_ids", b"accepted_task_ids", "already_assigned_task_ids", b"already_assigned_task_ids", "job_id", b"job_id", "job_state", b"job_state", "recorded_manifests", b"recorded_manifests", "worker_id", b"worker_id"]) -> None: ...
 
 global___AssignTasksResponse = AssignTasksResponse
 

@@ -1,4 +1,4 @@
-"""One ingest task: convert a host's source files into data files plus ONE manifest for the reservation."""
+"""The conversion step of one ingest task: a host's source files into data files plus ONE manifest stamped with the reserved snapshot."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from app.errors import FailedPrecondition, SourceError
 from app.iceberg import DistributedSnapshot, ManifestDescriptor, check_writable
 from app.iceberg.descriptor import PartitionMetrics
 from app.iceberg.files import delete_quietly
+from app.settings import DEFAULT_WRITE_BUFFER_BYTES
 from workers.datafiles import DataFileWriter, new_write_prefix
 from workers.sources import read_source, source_format
 
@@ -45,6 +46,7 @@ def write_task_manifest(
     task_id: str,
     on_batch: Callable[[int], None] | None = None,
     on_file: Callable[[str], None] | None = None,
+    buffer_bytes: int = DEFAULT_WRITE_BUFFER_BYTES,
 ) -> ManifestDescriptor | None:
     """Convert ``paths`` into data files and one manifest tagged with the reserved snapshot id.
 
@@ -74,6 +76,7 @@ def write_task_manifest(
         table.location_provider(),
         new_write_prefix(task_id),
         on_file,
+        buffer_bytes,
     )
     written: list[str] = []
     try:

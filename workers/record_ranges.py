@@ -1,0 +1,291 @@
+"""Split one big source file into spans of whole records that separate processes convert in parallel.
+
+A :class:`Span` is a byte range ``[start, end)`` of a CSV or JSON lines file, or a range of row-group
+indexes of a parquet file. :func:`plan_spans` cuts a file into spans of about ``target_bytes`` that
+cover it exactly; ``workers.sources.read_source(path, schema, span=...)`` reads one of them.
+
+Where text files are cut:
+- JSON lines: right after any ``\\n`` (a raw newline cannot occur inside a JSON value);
+- CSV (RFC 4180: ``,`` delimiter, ``"`` quotes, ``""`` an escaped quote): right after a ``\\n`` that
+  is not inside a quoted value. Without any ``"`` in the file every ``\\n`` ends a record. Otherwise
+  a ``\\n`` ends a record iff the number of ``"`` before it is even, which holds only while quotes sit
+  at field edges. So every quote is checked against the quote parity before it: a quote that opens
+  (even count before it) must follow a delimiter, a line end, another quote or the start of the file;
+  a quote that closes (odd count before it) must precede a delimiter, a line end, another quote or
+  the end of the file. If one does not (``5" screen``, ``size 5",``, ``"ab"cd``) the quoting is
+  ambiguous and the file is not split. The header line belongs to the first span.
+
+The scan is memchr-fast for a file without quotes and numpy-vectorised (block by block over a memory
+map, bounded memory) for one with quotes.
+
+:func:`open_bytes` opens a file or a span as a bounded stream for pyarrow's readers (working around
+a pyarrow bug that corrupts quoted CRLFs), :func:`has_quote` tells whether CSV bytes need pyarrow's
+quote-aware chunker (``newlines_in_values``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import io
+import mmap
+import pathlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from app.errors import SourceError
+
+FORMATS = ("csv", "jsonl", "parquet")
+SLACK = 1.5  # a file up to SLACK * target_bytes is read whole
+_BLOCK = 256 << 10  # bytes per numpy step: cache-sized (measured fastest), bounds the quote arrays
+_WINDOW = 64 << 10  # bytes searched at once for a record-ending newline
+_QUOTE, _NEWLINE = ord('"'), ord("\n")
+_EDGE = np.zeros(256, dtype=bool)  # bytes that may sit next to a quote at a field edge
+_EDGE[[ord(","), ord("\n"), ord("\r"), _QUOTE]] = True
+
+
+@dataclass(frozen=True)
+class Span:
+    """A part of a source file: bytes ``[start, end)`` (CSV, JSON lines) or row groups (parquet)."""
+
+    start: int  # CSV / JSON lines: byte offset; parquet: first row-group index
+    end: int  # exclusive: byte offset / row-group index
+
+
+def plan_spans(path: pathlib.Path, fmt: str, gz: bool, target_bytes: int) -> list[Span] | None:
+    """Spans of about ``target_bytes`` covering ``path`` exactly, or None to read the file whole.
+
+    None for gzip files, files up to ``SLACK * target_bytes``, a parquet file with one row group, a
+    CSV whose quoting is ambiguous (see the module docstring), and a file with no place to cut.
+    Spans are contiguous and non-empty; the first starts at 0, the last ends at the file size
+    (parquet: the number of row groups). :class:`SourceError` if the file cannot be read.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if target_bytes <= 0:
+        raise ValueError(f"target_bytes must be positive, got {target_bytes}")
+    if gz:
+        return None
+    try:
+        size = path.stat().st_size
+        if size <= SLACK * target_bytes:
+            return None
+        if fmt == "parquet":
+            return _parquet_spans(path, target_bytes)
+        parts = round(size / target_bytes)
+        ideals = [size * i // parts for i in range(1, parts)]
+        with _mapped(path) as mm:
+            if fmt == "jsonl" or mm.find(b'"') < 0:
+                cuts: list[int] | None = _newline_cuts(mm, ideals)
+            else:
+                cuts = _csv_cuts(mm, ideals)
+    except (OSError, pa.ArrowException) as exc:
+        raise SourceError(f"{path}: cannot be read: {exc}") from exc
+    return _spans(cuts, size)
+
+
+def _spans(cuts: list[int] | None, end: int) -> list[Span] | None:
+    if not cuts:
+        return None
+    edges = [0, *cuts, end]
+    return [Span(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+@contextlib.contextmanager
+def _mapped(path: pathlib.Path) -> Iterator[mmap.mmap]:
+    with path.open("rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            yield mm
+        finally:
+            # after an error a numpy view may still be alive in a traceback; the GC unmaps it then
+            with contextlib.suppress(BufferError):
+                mm.close()
+
+
+def _newline_cuts(mm: mmap.mmap, ideals: list[int]) -> list[int]:
+    """For each ideal offset, the first offset at or after it that follows a ``\\n``."""
+    size, cuts = len(mm), list[int]()
+    for ideal in ideals:
+        lo = max(ideal, cuts[-1] + 1 if cuts else 1)
+        newline = mm.find(b"\n", lo - 1)
+        if newline < 0 or newline + 1 >= size:
+            break
+        cuts.append(newline + 1)
+    return cuts
+
+
+def _csv_cuts(mm: mmap.mmap, ideals: list[int]) -> list[int] | None:
+    """Record starts at or after each ideal offset; None if the quoting is ambiguous."""
+    data = np.frombuffer(mm, dtype=np.uint8)
+    size = len(data)
+    cuts: list[int] = []
+    pending = iter(ideals)
+    want = next(pending, None)  # the next cut must be at or after this offset
+    quotes_before = 0  # number of quotes in data[:start]
+    for start in range(0, size, _BLOCK):
+        stop = min(size, start + _BLOCK)
+        if mm.find(b'"', start, stop) < 0:
+            quotes = np.empty(0, dtype=np.int64)
+        else:
+            quotes = np.flatnonzero(data[start:stop] == _QUOTE) + start
+            if not _quotes_at_edges(data, quotes, quotes_before):
+                return None
+        while want is not None and want - 1 < stop:
+            cut = _record_start(data, quotes, quotes_before, max(want - 1, start), stop)
+            if cut is None:
+                break  # no record boundary in the rest of this block: keep looking in the next
+            if cut >= size:
+                want = None
+                break
+            cuts.append(cut)
+            want = next(pending, None)
+            if want is not None:
+                want = max(want, cut + 1)
+        quotes_before += len(quotes)
+    return cuts
+
+
+def _quotes_at_edges(data: npt.NDArray[np.uint8], quotes: npt.NDArray[np.int64], quotes_before: int) -> bool:
+    """Whether every quote at ``quotes`` (global offsets, sorted) sits where the parity rule holds."""
+    first = quotes_before % 2  # the index in ``quotes`` of the first quote that opens
+    opening, closing = quotes[first::2], quotes[1 - first :: 2]
+    if len(opening) and opening[0] == 0:
+        opening = opening[1:]
+    if len(closing) and closing[-1] == len(data) - 1:
+        closing = closing[:-1]
+    return bool(_EDGE[data[opening - 1]].all() and _EDGE[data[closing + 1]].all())
+
+
+def _record_start(
+    data: npt.NDArray[np.uint8], quotes: npt.NDArray[np.int64], quotes_before: int, lo: int, stop: int
+) -> int | None:
+    """The offset after the first ``\\n`` in ``[lo, stop)`` outside quotes (``quotes``: this block's)."""
+    while lo < stop:
+        hi = min(stop, lo + _WINDOW)
+        newlines = np.flatnonzero(data[lo:hi] == _NEWLINE) + lo
+        if len(newlines):
+            parity = (np.searchsorted(quotes, newlines) + quotes_before) % 2
+            outside = newlines[parity == 0]
+            if len(outside):
+                return int(outside[0]) + 1
+        lo = hi
+    return None
+
+
+def _parquet_spans(path: pathlib.Path, target_bytes: int) -> list[Span] | None:
+    """Runs of row groups whose compressed sizes add up to about ``target_bytes`` each."""
+    with pq.ParquetFile(str(path)) as pf:
+        meta = pf.metadata
+    groups = meta.num_row_groups
+    if groups < 2:
+        return None
+    cumulative = [0]
+    for i in range(groups):
+        group = meta.row_group(i)
+        cumulative.append(cumulative[-1] + sum(group.column(c).total_compressed_size for c in range(group.num_columns)))
+    total = cumulative[-1]
+    parts = min(groups, round(total / target_bytes))
+    cuts: list[int] = []
+    for i in range(1, parts):
+        ideal = total * i / parts
+        j = bisect.bisect_left(cumulative, ideal, 1, groups)  # cumulative[j-1] < ideal <= cumulative[j]
+        if j > 1 and ideal - cumulative[j - 1] < cumulative[j] - ideal:
+            j -= 1
+        j = max(j, cuts[-1] + 1 if cuts else 1)
+        if j >= groups:
+            break
+        cuts.append(j)
+    return _spans(cuts, groups)
+
+
+# --- opening a file or a span for pyarrow's readers ----------------------------------------------
+
+
+class _Pieces(io.RawIOBase):
+    """``source`` (at most ``limit`` bytes of it) for pyarrow's readers, never ending a piece on ``\\r``.
+
+    The hold-back works around apache/arrow#51368 (pyarrow 21): when one input buffer ends with
+    ``\\r`` and the next starts with ``\\n``, the CSV reader drops that ``\\n`` even inside a quoted
+    value, silently turning a quoted CRLF into a lone CR. Only the last piece may end with ``\\r``.
+    """
+
+    def __init__(self, source: pa.NativeFile, limit: int = sys.maxsize) -> None:
+        super().__init__()
+        self._source = source
+        self._left = limit
+        self._carry = b""  # trailing CRs held back from the previous piece
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> pa.Buffer:  # type: ignore[override]
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        while True:
+            raw = self._source.read_buffer(want) if want < sys.maxsize else self._source.read_buffer()
+            self._left -= raw.size
+            piece = pa.py_buffer(self._carry + raw.to_pybytes()) if self._carry else raw
+            self._carry = b""
+            view = memoryview(piece)
+            keep = len(view)
+            while keep and view[keep - 1] == 13:
+                keep -= 1
+            if raw.size == 0 or keep == len(view):
+                return piece
+            self._carry = bytes(view[keep:])
+            if keep:
+                return piece.slice(0, keep)
+            want = max(want, 1)  # nothing but CRs so far: read on
+
+    def close(self) -> None:
+        self._source.close()
+        super().close()
+
+
+def check_span(path: pathlib.Path, span: Span, end: int, unit: str) -> None:
+    """:class:`SourceError` if ``span`` reaches past ``end`` (the file changed since it was planned?)."""
+    if span.end > end:
+        raise SourceError(f"{path}: span [{span.start}, {span.end}) is beyond the end of the file ({end} {unit})")
+
+
+def open_bytes(
+    path: pathlib.Path, gz: bool, span: Span | None = None, guard_cr: bool = False
+) -> pa.NativeFile | io.RawIOBase:
+    """A stream of the file (gunzipped if ``gz``) or of its byte ``span``, for pyarrow's readers.
+
+    A span, and the whole file with ``guard_cr``, come through a stream that never hands over a
+    piece ending in ``\\r`` (needed for CSV with quoted values; see :class:`_Pieces`).
+    """
+    if span is not None and gz:
+        raise ValueError(f"{path}: a gzip file can only be read whole, not by span")
+    stream = pa.input_stream(str(path), compression="gzip" if gz else None)
+    if span is None:
+        return _Pieces(stream) if guard_cr else stream
+    try:
+        check_span(path, span, stream.size(), "bytes")
+        stream.seek(span.start)
+    except BaseException:
+        stream.close()
+        raise
+    return _Pieces(stream, span.end - span.start)
+
+
+def has_quote(path: pathlib.Path, gz: bool, span: Span | None = None) -> bool:
+    """Whether the bytes to read contain a ``"``: one memchr pass over a memory map, ending at the first.
+
+    Assumed true for gzip, which cannot be searched without decompressing it twice.
+    """
+    if gz:
+        return True
+    size = path.stat().st_size
+    if size == 0:
+        return False
+    start, end = (0, size) if span is None else (span.start, min(span.end, size))
+    with _mapped(path) as mm:
+        return mm.find(b'"', start, end) >= 0
