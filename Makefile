@@ -91,12 +91,14 @@ bench: install
 	$(BIN)/python -m bench.run --full
 
 # The fault matrix (chaos/, RELIABILITY.md): each worker host in its own network namespace, real
-# faults, every row counted. Needs root. RUNS=N repeats it (default 3); the table is printed and
-# written into RELIABILITY.md.
+# faults, every row counted. Needs root. RUNS=N repeats it (default 3); TOPOLOGY=s3-rest runs it on
+# SeaweedFS's S3 and REST catalog (default file-sql: SQLite + file://); the table is printed and
+# written into RELIABILITY.md (one table per topology).
 RUNS ?= 3
+TOPOLOGY ?= file-sql
 .PHONY: chaos
 chaos: install
-	$(BIN)/python -m chaos.run --runs $(RUNS) --update-doc RELIABILITY.md
+	$(BIN)/python -m chaos.run --runs $(RUNS) --topology $(TOPOLOGY) --update-doc RELIABILITY.md
 
 # Load (issue 6): 20 concurrent jobs x 50 tasks over 3 hosts on a real local stack while status is
 # polled as fast as it goes; p50/p99 of GetJobStatus and StartJob, every job committed exactly once.

@@ -29,15 +29,25 @@ def get_catalog(settings: Settings, name: str | None = None) -> Catalog:
         if key not in _catalogs:
             from pyiceberg.utils.config import Config
 
-            if not props and not Config().get_catalog_config(name):
+            configured = Config().get_catalog_config(name) or {}
+            if not props and not configured:
                 raise NotFound(
                     f"catalog {name!r} is not configured here (this process serves {settings.catalog_name!r}; "
                     "others come from pyiceberg's configuration)"
                 )
+            load_props = dict(props)
+            if (props.get("type") or configured.get("type")) == "sql" and "pool_pre_ping" not in configured:
+                # a pooled connection the database dropped (a restart, a failover, an idle timeout) is
+                # replaced before use instead of failing the next catalog call
+                load_props.setdefault("pool_pre_ping", "true")
             try:
-                _catalogs[key] = load_catalog(name, **props)
+                _catalogs[key] = load_catalog(name, **load_props)
             except (ValueError, KeyError, ImportError) as exc:
                 raise ConfigError(f"catalog {name!r} cannot be loaded: {exc}") from exc
+            except CATALOG_UNAVAILABLE as exc:
+                raise CatalogUnavailable(
+                    f"catalog {name!r} cannot be reached: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+                ) from exc
         return _catalogs[key]
 
 

@@ -24,6 +24,7 @@ INGEST_TASK = "floe.ingest"
 COMMIT_TASK = "floe.commit_job"
 WATCHDOG_TASK = "floe.watchdog"
 AUTOCOMMIT_TASK = "floe.autocommit"
+PLAN_TASK = "floe.plan"
 WORKER_TASKS_MODULE = "workers.tasks"
 
 
@@ -114,6 +115,10 @@ class CeleryTaskQueue:
 
     def send_commit(self, job_id: str) -> None:
         self.celery.send_task(COMMIT_TASK, args=[job_id], queue="control")
+
+    def send_plan(self, job_id: str, host: str) -> str:
+        """The host's planning task, on its own queue: only that host sees its files."""
+        return str(self.celery.send_task(PLAN_TASK, args=[job_id, host], queue=f"host-{host}").id)
 
     def revoke(self, celery_ids: list[str]) -> None:
         if celery_ids:

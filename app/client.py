@@ -23,12 +23,12 @@ class TaskArg:
 
 class CoordinatorClient:
     def __init__(self, target: str | None = None, timeout: float = 60.0) -> None:
-        from app.settings import get_settings
+        from app.settings import client_connection
 
-        settings = get_settings()
-        self.target = target or settings.coordinator_target
+        default_target, security = client_connection()
+        self.target = target or default_target
         self.timeout = timeout
-        self.channel = settings.security.channel(self.target)
+        self.channel = security.channel(self.target)
         self.stub = coordinator_pb2_grpc.CoordinatorStub(self.channel)
 
     def close(self) -> None:
@@ -51,6 +51,7 @@ class CoordinatorClient:
         auto_commit: bool | None = None,
         properties: dict[str, str] | None = None,
         idempotency_key: str = "",
+        sources: list[tuple[str, list[str]]] | None = None,
     ) -> coordinator_pb2.StartJobResponse:
         request = coordinator_pb2.StartJobRequest(
             table=common_pb2.TableRef(catalog=catalog, namespace=namespace, table=table),
@@ -59,6 +60,7 @@ class CoordinatorClient:
             tasks=[common_pb2.IngestTask(task_id=t.task_id, host=t.host, paths=t.paths) for t in tasks or []],
             snapshot_properties=properties or {},
             idempotency_key=idempotency_key,
+            sources=[common_pb2.HostSource(host=host, paths=globs) for host, globs in sources or []],
         )
         if auto_commit is not None:
             request.auto_commit = auto_commit

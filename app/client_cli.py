@@ -32,6 +32,17 @@ def parse_task(text: str) -> Any:
     )
 
 
+def parse_source(text: str) -> tuple[str, list[str]]:
+    """HOST:GLOB[,GLOB...] -> (host, globs)."""
+    host, sep, rest = text.partition(":")
+    globs = [g for g in rest.split(",") if g]
+    if not sep or not host or not globs:
+        raise InvalidArgument(
+            f"--source {text!r} must be HOST:GLOB[,GLOB...] (globs relative to that host's WORKER_DATA_BASE)"
+        )
+    return host, globs
+
+
 def parse_pairs(values: list[str], flag: str) -> dict[str, str]:
     pairs = {}
     for value in values:
@@ -55,6 +66,9 @@ def progress_line(status: common_pb2.JobStatus, width: int = 30) -> str:
     filled = int(width * done / expected) if expected else 0
     bar = "#" * filled + "." * (width - filled)
     state = common_pb2.JobState.Name(status.state)
+    planning = [h.host for h in status.hosts if h.planning]
+    if status.planning:
+        state += f" (planning on {', '.join(planning) or 'hosts'})"
     return f"[{bar}] {done}/{expected} manifests  {status.rows_written:,} rows  {state}"
 
 
@@ -88,6 +102,7 @@ def cmd_job(args: argparse.Namespace) -> int:
                 False if args.no_auto_commit else None,
                 props,
                 args.idempotency_key,
+                [parse_source(src) for src in args.source],
             )
             _print(reply)
             if args.watch:
@@ -125,6 +140,12 @@ def add_job_commands(sub: Any) -> None:
     start.add_argument("--requester", default="")
     start.add_argument("--timeout", type=int, default=0, help="job_timeout_seconds (0 = default 3600)")
     start.add_argument("--task", action="append", default=[], help="ID[:HOST[:GLOB,GLOB...]] (repeatable)")
+    start.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        help="HOST:GLOB[,GLOB...]: files on HOST that the host plans into tasks itself (repeatable)",
+    )
     start.add_argument("--no-auto-commit", action="store_true")
     start.add_argument("--prop", action="append", default=[], help="snapshot property KEY=VALUE")
     start.add_argument("--idempotency-key", default="")

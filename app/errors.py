@@ -88,5 +88,11 @@ class CommitConflict(RetryableError):
         self.attempts = attempts
 
 
+class CommitInProgress(RetryableError):
+    """Another committer holds the job's commit lease; retry (a dead committer's lease runs out in seconds)."""
+
+    grpc_code = "ABORTED"
+
+
 class CommitStateUnknown(RetryableError):
     """The catalog call may or may not have landed; nothing may be deleted."""

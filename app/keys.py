@@ -7,6 +7,9 @@ PREFIX = "floe"
 JOBS_BY_TIME = f"{PREFIX}:jobs"  # zset: job id -> created_at
 ACTIVE_JOBS = f"{PREFIX}:jobs:active"  # set of job ids not yet finished
 WORKERS = f"{PREFIX}:workers"  # hash: worker id -> last heartbeat (unix seconds)
+WORKER_CONCURRENCY = f"{PREFIX}:workers:concurrency"  # hash: worker id -> worker processes it runs
+LIVE_SECONDS = 15  # a host is live when its worker heartbeat within this many seconds
+SEEN_RECENTLY_SECONDS = 3600  # ListHosts shows the hosts that heartbeat within this many seconds
 METRICS = f"{PREFIX}:metrics"  # hash: counter name -> value (cluster-wide, exported by the coordinator)
 # upper bounds (seconds) of the commit-duration histogram kept in METRICS
 COMMIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -46,6 +49,26 @@ def job_celery_ids(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:celery"
 
 
+def job_hosts(job_id: str) -> str:
+    """hash: '<host>:total' / '<host>:done' / '<host>:failed' -> the host's task counts."""
+    return f"{PREFIX}:job:{job_id}:hosts"
+
+
+def job_sources(job_id: str) -> str:
+    """hash: host -> JSON list of the globs that host plans into tasks."""
+    return f"{PREFIX}:job:{job_id}:sources"
+
+
+def job_plans(job_id: str) -> str:
+    """hash: host -> JSON of its registered plan (tasks, files, bytes, note); first plan wins."""
+    return f"{PREFIX}:job:{job_id}:plans"
+
+
+def job_plans_sent(job_id: str) -> str:
+    """set: hosts whose planned tasks were all published to their queue."""
+    return f"{PREFIX}:job:{job_id}:plans-sent"
+
+
 def commit_lock(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:commit-lock"
 
@@ -68,10 +91,17 @@ def job_keys(job_id: str) -> list[str]:
         job_failures(job_id),
         job_celery_ids(job_id),
         job_files(job_id),
+        job_hosts(job_id),
+        job_sources(job_id),
+        job_plans(job_id),
+        job_plans_sent(job_id),
     ]
 
 
-COMMIT_LOCK_TTL_MS = 10 * 60 * 1000
+# The commit lock is a lease: held for this long, renewed by its committer every third of it while it
+# works (app/jobs/lease.py). A committer that dies leaves its job to beat's auto-committer or a client's
+# CommitJob retry once the lease runs out (the snapshot protocol keeps the commit exactly-once).
+COMMIT_LEASE_MS = 10 * 1000
 COMMITTED_TTL_FACTOR = 10  # the committed pointer is kept ten retentions long
 DEFAULT_JOB_TIMEOUT_SECONDS = 3600
 MAX_JOB_TIMEOUT_SECONDS = 7 * 24 * 3600

@@ -23,6 +23,7 @@ CATALOG_TYPES = ("rest", "sql", "hive", "glue", "dynamodb", "in-memory", "bigque
 DEFAULT_CATALOG_NAME = "default"
 WRITE_BUFFER_ENV = "FLOE_WRITE_BUFFER_BYTES"
 DEFAULT_WRITE_BUFFER_BYTES = 256 * 1024 * 1024
+DEFAULT_PLAN_MIN_TASK_BYTES = 32 * 1024 * 1024  # below this, another process costs more than it saves
 
 
 def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -60,11 +61,11 @@ class Settings:
     metrics_port: int
     worker_concurrency: int  # 0 = one Celery process per core
     write_buffer_bytes: int
+    plan_min_task_bytes: int  # a host's planner makes no task smaller than this (unless it is all)
     arrow_memory_pool: str | None  # ARROW_DEFAULT_MEMORY_POOL; None = Floe picks jemalloc
     log_format: str  # json | text
     log_level: str
     security: TransportSecurity
-    coordinator_target: str  # where clients reach the coordinator
     demo_home: Path
 
     @classmethod
@@ -94,11 +95,11 @@ class Settings:
             metrics_port=_port_env(env, "FLOE_METRICS_PORT"),
             worker_concurrency=_int_env(env, "FLOE_WORKER_CONCURRENCY", 0, minimum=0),
             write_buffer_bytes=_int_env(env, WRITE_BUFFER_ENV, DEFAULT_WRITE_BUFFER_BYTES, minimum=1 << 20),
+            plan_min_task_bytes=_int_env(env, "FLOE_PLAN_MIN_TASK_BYTES", DEFAULT_PLAN_MIN_TASK_BYTES, minimum=1),
             arrow_memory_pool=env.get("ARROW_DEFAULT_MEMORY_POOL") or None,
             log_format=_choice_env(env, "FLOE_LOG_FORMAT", ("json", "text")),
             log_level=_choice_env(env, "FLOE_LOG_LEVEL", ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")),
             security=security_from_env(env),
-            coordinator_target=_coordinator_target(env),
             demo_home=Path(env.get("FLOE_HOME") or ".floe/demo").absolute(),
         )
 
@@ -193,6 +194,12 @@ def get_settings() -> Settings:
     if _settings is None:
         _settings = Settings.from_env()
     return _settings
+
+
+def client_connection() -> tuple[str, TransportSecurity]:
+    """Where and how a client reaches the coordinator (FLOE_COORDINATOR / COORDINATOR_ADDRESS, TLS, token),
+    read from the environment when the client is made: a client may be made after it changed."""
+    return _coordinator_target(os.environ), security_from_env(os.environ)
 
 
 def reset_settings() -> None:

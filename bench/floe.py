@@ -86,10 +86,23 @@ class FloeStack:
             self.client = None
         self.stack.stop()
 
-    def run_job(self, namespace: str, table: str, tasks: list[TaskArg], timeout: float = 1800) -> JobResult:
+    def run_job_sources(
+        self, namespace: str, table: str, sources: list[tuple[str, list[str]]], timeout: float = 1800
+    ) -> JobResult:
+        """A job whose hosts plan their own files: (host, globs) per host."""
+        return self.run_job(namespace, table, [], timeout, sources)
+
+    def run_job(
+        self,
+        namespace: str,
+        table: str,
+        tasks: list[TaskArg],
+        timeout: float = 1800,
+        sources: list[tuple[str, list[str]]] | None = None,
+    ) -> JobResult:
         assert self.client is not None
         started = time.perf_counter()
-        reply = self.client.start_job(namespace, table, requester="bench", tasks=tasks)
+        reply = self.client.start_job(namespace, table, requester="bench", tasks=tasks, sources=sources)
         start_rpc = time.perf_counter() - started
         try:
             status = self.client.wait(reply.job_id, timeout=timeout)  # WatchJob: pushed, not polled

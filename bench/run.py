@@ -50,11 +50,13 @@ class Profile:
     overhead_tasks: int
     rss_mb: float
     rounds: int = 3
+    small_files: int = 10_000  # tiny files planned by the hosts (scale)
+    big_mb: float = 300  # one big CSV planned and split on one host (scale)
 
 
 PROFILES = {
     "quick": Profile("quick", 300, 6, [10, 100, 1000, 5000], 1000, 1000, 2000),
-    "full": Profile("full", 3000, 12, [10, 100, 1000, 5000, 10000], 1000, 1000, 4000),
+    "full": Profile("full", 3000, 12, [10, 100, 1000, 5000, 10000], 1000, 1000, 4000, big_mb=2048),
 }
 
 
@@ -286,6 +288,10 @@ class Bench:
             t0 = time.perf_counter()
             overhead = self.overhead_bench(floe)
             self.phase_seconds["per_task_overhead"] = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            scale = self.scale_bench(floe, ds)
+            self.phase_seconds["scale"] = time.perf_counter() - t0
             # the stack is no longer timed: it shuts down while the memory runs go (no clock there)
             stopper = threading.Thread(target=floe.stop, name="stop-stack")
             stopper.start()
@@ -302,7 +308,7 @@ class Bench:
         self.phase_seconds["total"] = time.perf_counter() - t_all
         self.details["loadavg_end"] = loadavg()
         self.details["phase_seconds"] = self.phase_seconds
-        return self.assemble(ds, results, meta, overhead, rss)
+        return self.assemble(ds, results, meta, overhead, rss, scale)
 
     # -- the contenders ----------------------------------------------------------------------------
 
@@ -545,6 +551,17 @@ class Bench:
         self.details["overhead"] = res
         return res
 
+    # -- scale: jobs the hosts plan (bench/scale.py) ---------------------------------------------
+
+    def scale_bench(self, floe: Any, ds: Any) -> dict[str, Any]:
+        from bench.scale import ScaleBench
+
+        scale = ScaleBench(floe, self.catalog, self.workdir, log)
+        res = scale.small_files(self.profile.small_files)
+        res.update(scale.big_file(ds, self.profile.big_mb, self.profile.rounds))
+        self.details["scale"] = res
+        return res
+
     # -- memory -----------------------------------------------------------------------------------
 
     def rss_bench(self, ds: Any) -> dict[str, Any]:
@@ -577,7 +594,10 @@ class Bench:
 
     # -- the result -------------------------------------------------------------------------------
 
-    def assemble(self, ds: Any, results: Results, meta: dict[str, Any], overhead: dict[str, Any], rss: dict[str, Any]) -> dict[str, Any]:
+    def assemble(
+        self, ds: Any, results: Results, meta: dict[str, Any], overhead: dict[str, Any], rss: dict[str, Any],
+        scale: dict[str, Any],
+    ) -> dict[str, Any]:  # fmt: skip
         out: dict[str, Any] = {
             "machine": machine(),
             "rounds": results.rounds,
@@ -603,6 +623,7 @@ class Bench:
         out["worker_peak_rss_mb"] = rss["worker"]["peak_rss_mb"]
         out["worker_rss_source_mb"] = rss["source_mb"]
         out["pyiceberg_peak_rss_mb"] = rss["pyiceberg"]["peak_rss_mb"]
+        out["scale"] = {k: v for k, v in scale.items() if k not in ("files", "hosts")}
         out = _rounded(out)
         self.details["rounds"] = {
             "times": results.times,
@@ -660,6 +681,25 @@ def targets(result: dict[str, Any], full: bool) -> list[tuple[str, str, bool]]:
             result["worker_peak_rss_mb"] <= 512 and result["worker_rss_source_mb"] >= 2000,
         ),
     ]
+    if "scale" in result:
+        s = result["scale"]
+        out += [
+            (
+                "scale: planned_files_written <= planned_files_bound",
+                f"{s['planned_files_written']} vs {s['planned_files_bound']}",
+                s["planned_files_written"] <= s["planned_files_bound"],
+            ),
+            (
+                "scale: plan_ms_after_10000_files <= 2 x plan_ms_single_append_same_rows",
+                f"{s['plan_ms_after_10000_files']:.1f} vs {s['plan_ms_single_append_same_rows']:.1f}",
+                s["plan_ms_after_10000_files"] <= 2 * s["plan_ms_single_append_same_rows"],
+            ),
+            (
+                "scale: big_file_floe_vs_floor <= 1.15",
+                f"{s['big_file_floe_vs_floor']:.3f} ({s['big_file_mb']:.0f} MiB, {s['big_file_tasks']} tasks)",
+                s["big_file_floe_vs_floor"] <= 1.15,
+            ),
+        ]
     if full:
         out.append(("full: unpartitioned floe_vs_floor <= 1.10", f"{u['floe_vs_floor']:.3f}", u["floe_vs_floor"] <= 1.10))
     return out
@@ -804,6 +844,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--plan-tasks", type=int, default=None)
     ap.add_argument("--overhead-tasks", type=int, default=None)
     ap.add_argument("--rss-mb", type=float, default=None)
+    ap.add_argument("--small-files", type=int, default=None, help="tiny files the hosts plan (scale; default 10000)")
+    ap.add_argument("--big-mb", type=float, default=None, help="the big CSV one host splits (scale)")
     ap.add_argument("--no-daft", action="store_true", help="leave Daft out (only when it is not installed)")
     ap.add_argument("--no-plot", action="store_true")
     return ap.parse_args(argv)
@@ -821,6 +863,8 @@ def main(argv: list[str] | None = None) -> int:
         overhead_tasks=args.overhead_tasks or base.overhead_tasks,
         rss_mb=args.rss_mb if args.rss_mb is not None else base.rss_mb,
         rounds=args.rounds or base.rounds,
+        small_files=args.small_files or base.small_files,
+        big_mb=args.big_mb if args.big_mb is not None else base.big_mb,
     )
     if profile.rounds < 1:
         print("--rounds must be at least 1", file=sys.stderr)

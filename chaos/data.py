@@ -10,8 +10,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 from pyiceberg.catalog import Catalog
-from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.io.pyarrow import PyArrowFileIO, schema_to_pyarrow
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.table import Table
 from pyiceberg.transforms import IdentityTransform
@@ -84,7 +85,7 @@ class TableReport:
     snapshots_by_job: dict[str, int]  # floe.job-id -> snapshots carrying it
     other_snapshots: int  # snapshots without a floe.job-id (other writers)
     data_files: int  # data files referenced by any snapshot
-    leftover_files: list[str] = field(default_factory=list)  # on disk, referenced by no snapshot
+    leftover_files: list[str] = field(default_factory=list)  # stored, referenced by no snapshot
     leftover_manifests: list[str] = field(default_factory=list)  # manifests/lists referenced by no snapshot
 
     def describe(self) -> str:
@@ -96,8 +97,35 @@ class TableReport:
         )
 
 
-def _local(path: str) -> Path:
-    return Path(path.removeprefix("file://"))
+def file_key(location: str) -> str:
+    """A file's location as its filesystem names it (``file:///a/b`` -> ``/a/b``, ``s3://b/k`` -> ``b/k``),
+    so that what manifests reference and what a listing finds compare equal."""
+    return PyArrowFileIO.parse_location(location)[2]
+
+
+def _fs(table: Table, location: str) -> tuple[pafs.FileSystem, str]:
+    io = table.io
+    assert isinstance(io, PyArrowFileIO), type(io)
+    scheme, netloc, path = PyArrowFileIO.parse_location(location, io.properties)
+    return io.fs_by_scheme(scheme, netloc), path
+
+
+def list_files(table: Table, under: str, suffix: str, recursive: bool = True) -> list[str]:
+    """The files below ``<table location>/<under>`` whose names end with ``suffix`` (as :func:`file_key`),
+    on local disk or in the object store alike."""
+    fs, base = _fs(table, f"{table.location().rstrip('/')}/{under}")
+    infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=recursive))
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
+
+
+def file_exists(table: Table, key: str) -> bool:
+    """Whether the file :func:`list_files` named ``key`` is still there."""
+    fs, _ = _fs(table, table.location())
+    return bool(fs.get_file_info(key).type == pafs.FileType.File)
+
+
+def relative(table: Table, key: str) -> str:
+    return key.removeprefix(file_key(table.location()).rstrip("/") + "/")
 
 
 def read_back(table: Table, expected_ids: set[int] | None = None) -> TableReport:
@@ -120,16 +148,13 @@ def read_back(table: Table, expected_ids: set[int] | None = None) -> TableReport
             by_job[job] += 1
         else:
             others += 1
-        referenced_manifests.add(str(_local(snap.manifest_list)))
+        referenced_manifests.add(file_key(snap.manifest_list))
         for manifest in snap.manifests(table.io):
-            referenced_manifests.add(str(_local(manifest.manifest_path)))
+            referenced_manifests.add(file_key(manifest.manifest_path))
             for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
-                referenced_files.add(str(_local(entry.data_file.file_path)))
-    location = _local(table.location())
-    on_disk = (
-        {str(p) for p in (location / "data").rglob("*.parquet")} if (location / "data").exists() else set()
-    )
-    avro = {str(p) for p in (location / "metadata").glob("*.avro")}
+                referenced_files.add(file_key(entry.data_file.file_path))
+    on_disk = set(list_files(table, "data", ".parquet"))
+    avro = set(list_files(table, "metadata", ".avro", recursive=False))
     return TableReport(
         rows=len(ids),
         distinct_ids=len(found),

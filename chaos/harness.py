@@ -3,7 +3,8 @@
 Root namespace: redis-server (listening on 127.0.0.1 and the hosts' gateway address), the coordinator
 (on the gateway address), beat, the test's own clients. Each host: ``celery -A app.celery_app worker
 -Q host-<id>,control`` inside ``floe-<run>-<id>`` with its own ``WORKER_DATA_BASE``, reaching Redis
-over its veth link. The SQLite catalog and the file warehouse sit on the shared filesystem.
+over its veth link. The catalog and warehouse are the topology's (chaos/topology.py): SQLite and a
+file warehouse on the shared filesystem, or SeaweedFS's S3 and REST catalog listening on the gateway.
 
 Faults: :meth:`Cluster.kill` (SIGKILL a process group), :meth:`Cluster.cut` / :meth:`Cluster.restore`
 (a host's link), :meth:`ChaosRedis.kill` / ``restart`` (Redis, AOF on, ``appendfsync everysec``).
@@ -24,6 +25,7 @@ from typing import TypeVar
 import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table
 
@@ -34,6 +36,8 @@ from app.processes import celery_worker_argv
 from app.stack import RedisProcess, find_redis_server, free_port
 from app.stack.group_process import GroupProcess as Proc
 from chaos.netns import Host, Network
+from chaos.proxies import CatalogProxy
+from chaos.topology import CURRENT, Backend, backend_for
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -95,10 +99,20 @@ class ChaosRedis(RedisProcess):
 class Cluster:
     """Redis + coordinator + beat in the root namespace, one namespace per worker host.
 
-    Use as a context manager: everything (processes, namespaces, veths, Redis) is gone on exit.
+    ``backend``: the catalog and warehouse (default: the current topology's, see chaos/topology.py);
+    ``catalog_proxy``: on s3-rest, every Floe process reaches the REST catalog through a
+    :class:`~chaos.proxies.CatalogProxy` (:attr:`proxy`) that a case can turn against it.
+    Use as a context manager: everything (processes, namespaces, veths, Redis, the catalog's servers)
+    is gone on exit.
     """
 
-    def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        env: dict[str, str] | None = None,
+        backend: str | None = None,
+        catalog_proxy: bool = False,
+    ) -> None:
         self.home = home.absolute()
         self.extra_env = env or {}
         self.network = Network()
@@ -106,7 +120,8 @@ class Cluster:
         self.procs: list[Proc] = []
         self.coordinator: Proc | None = None
         self.coordinator_port = 0
-        self._catalog: SqlCatalog | None = None
+        self.backend: Backend = backend_for(backend or CURRENT.get(), proxy=catalog_proxy)
+        self._catalog: Catalog | None = None
         self._store: JobStore | None = None
         self._redis_client: redis.Redis | None = None
 
@@ -130,11 +145,8 @@ class Cluster:
         self.redis = ChaosRedis(self.home / "redis", free_port(), [self.network.gateway])
         self.redis.data_dir.mkdir(parents=True, exist_ok=True)
         self.redis.start()
-        self._catalog = SqlCatalog(
-            "default",
-            uri=f"sqlite:///{self.home / 'catalog.db'}",
-            warehouse=(self.home / "warehouse").as_uri(),
-        )
+        self.backend.start(self.home, self.network.gateway)
+        self._catalog = self.backend.catalog()
         self.catalog.create_namespace("chaos")
 
     def close(self) -> None:
@@ -147,6 +159,8 @@ class Cluster:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
             proc.kill()
+        with contextlib.suppress(Exception):
+            self.backend.close()  # before the network: SeaweedFS listens on the bridge
         self.network.close()  # also kills anything still running inside a namespace
         if self._store is not None:
             with contextlib.suppress(Exception):
@@ -156,16 +170,26 @@ class Cluster:
                 self._redis_client.close()
         if self.redis is not None:
             self.redis.stop()
-        if self._catalog is not None:
+        if isinstance(self._catalog, SqlCatalog):
             self._catalog.engine.dispose()
 
     # -- environment -----------------------------------------------------------------------------
 
     @property
-    def catalog(self) -> SqlCatalog:
-        """The cluster's catalog (SQLite under ``home``), as the test sees it."""
+    def catalog(self) -> Catalog:
+        """The cluster's catalog, as the test sees it (directly, never through the proxy)."""
         assert self._catalog is not None, "the cluster is not started"
         return self._catalog
+
+    def new_catalog(self) -> Catalog:
+        """Another client of the cluster's catalog (for a writer of the test's own)."""
+        return self.backend.catalog()
+
+    @property
+    def proxy(self) -> CatalogProxy:
+        proxy = getattr(self.backend, "proxy", None)
+        assert proxy is not None, "this cluster has no catalog proxy (Cluster(catalog_proxy=True), s3-rest)"
+        return proxy
 
     @property
     def redis_url(self) -> str:
@@ -186,6 +210,7 @@ class Cluster:
             "FLOE_WATCHDOG_INTERVAL_SECONDS": "1",
             "FLOE_LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
+            **self.backend.env(),
             **self.extra_env,
         }
 
@@ -352,6 +377,8 @@ class Cluster:
         for proc in self.procs:
             lines = [line for line in proc.output().splitlines() if not any(n in line for n in noise)]
             out.append(f"===== {proc.name} ({proc.log})\n" + "\n".join(lines)[-tail:])
+        if backend_log := self.backend.log():
+            out.append(f"===== {self.backend.name}\n" + backend_log[-tail:])
         return "\n".join(out)
 
     def table(self, name: str = "events") -> Table:

@@ -1,4 +1,5 @@
-"""``python -m chaos.run [--runs N] [--cases a,b] [--update-doc RELIABILITY.md]``: the fault matrix, N times.
+"""``python -m chaos.run [--runs N] [--topology file-sql|s3-rest] [--cases a,b] [--update-doc RELIABILITY.md]``:
+the fault matrix, N times, on one topology (chaos/topology.py).
 
 Prints one row per case — runs, jobs, rows expected and found, duplicate rows, leftover data files,
 time per run and pass/fail — then the failures with their reasons. Each run of a case gets a fresh
@@ -22,11 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from chaos.cases import CASES, CaseResult, run_case
+from chaos.cases import CASES, CaseResult, cases_for, run_case
 from chaos.netns import unavailable_reason
+from chaos.topology import TOPOLOGIES
 
-DOC_START = "<!-- chaos-table:start -->"
-DOC_END = "<!-- chaos-table:end -->"
+
+def doc_markers(topology: str) -> tuple[str, str]:
+    """The comments that enclose a topology's table in the Markdown file."""
+    return f"<!-- chaos-table:{topology}:start -->", f"<!-- chaos-table:{topology}:end -->"
 
 
 @dataclass
@@ -77,6 +81,28 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else "?"
+
+
+def topology_versions(topology: str, names: list[str]) -> str:
+    """The servers the topology ran on, with their versions."""
+    parts = []
+    if topology == "s3-rest":
+        from tests.support.seaweedfs import find_weed
+
+        weed = find_weed()
+        parts.append(f"SeaweedFS {_version([weed, 'version']) if weed else '(not installed)'}")
+    if "postgres_restart" in names:
+        version = _version(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", "SHOW server_version"])
+        parts.append(f"PostgreSQL {version}")
+    return "; ".join(parts)
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     with open("/proc/cpuinfo") as fh:
@@ -98,17 +124,19 @@ def machine() -> str:
     )
 
 
-def update_doc(path: Path, block: str) -> None:
+def update_doc(path: Path, block: str, topology: str = "file-sql") -> None:
+    """Replace the topology's table in ``path`` (appended, with its markers, when there is none yet)."""
+    start, end = doc_markers(topology)
     text = path.read_text() if path.exists() else ""
-    if DOC_START in text and DOC_END in text:
+    if start in text and end in text:
         text = re.sub(
-            re.escape(DOC_START) + r".*?" + re.escape(DOC_END),
-            lambda _m: f"{DOC_START}\n{block}\n{DOC_END}",
+            re.escape(start) + r".*?" + re.escape(end),
+            lambda _m: f"{start}\n{block}\n{end}",
             text,
             flags=re.S,
         )
     else:
-        text += f"\n{DOC_START}\n{block}\n{DOC_END}\n"
+        text += f"\n{start}\n{block}\n{end}\n"
     path.write_text(text)
 
 
@@ -119,6 +147,12 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="how many times to run the matrix (default 3)")
+    parser.add_argument(
+        "--topology",
+        choices=TOPOLOGIES,
+        default="file-sql",
+        help="file-sql: SQLite catalog + file:// warehouse (default); s3-rest: SeaweedFS S3 + REST catalog",
+    )
     parser.add_argument("--cases", default="", help=f"comma-separated subset of: {', '.join(CASES)}")
     parser.add_argument(
         "--workdir", type=Path, default=None, help="where clusters live (default: a temp dir)"
@@ -127,10 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         "--update-doc", type=Path, default=None, help="write the table into this Markdown file"
     )
     args = parser.parse_args(argv)
-    names = [n.strip() for n in args.cases.split(",") if n.strip()] or list(CASES)
+    names = [n.strip() for n in args.cases.split(",") if n.strip()] or cases_for(args.topology)
     unknown = [n for n in names if n not in CASES]
     if unknown or args.runs < 1:
         parser.error(f"unknown cases {unknown}" if unknown else "--runs must be at least 1")
+    elsewhere = [n for n in names if args.topology not in CASES[n].topologies]
+    if elsewhere:
+        parser.error(f"cases {elsewhere} do not run on the {args.topology} topology")
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every cluster and namespace is cleaned up
     signal.signal(signal.SIGTERM, _interrupt)
     reason = unavailable_reason()
@@ -143,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = {n: Row(n) for n in names}
     for run in range(1, args.runs + 1):
         for name in names:
-            home = workdir / f"run{run}" / name
-            result = run_case(name, home)
+            home = workdir / args.topology / f"run{run}" / name
+            result = run_case(name, home, args.topology)
             rows[name].results.append(result)
             verdict = "pass" if result.passed else "FAIL"
             extra = f" — {'; '.join(result.notes)}" if result.notes else ""
@@ -155,15 +192,16 @@ def main(argv: list[str] | None = None) -> int:
                 print("    " + result.error.splitlines()[0][:2000], flush=True)
     table = markdown_table(list(rows.values()))
     failures = [r for row in rows.values() for r in row.results if not r.passed]
-    command = f"python -m chaos.run --runs {args.runs}" + (
+    command = f"python -m chaos.run --runs {args.runs} --topology {args.topology}" + (
         f" --cases {','.join(names)}" if args.cases else ""
     )
+    servers = topology_versions(args.topology, names)
     block = "\n".join(
         [
             f"Latest run: {started:%Y-%m-%d %H:%M} UTC, `{command}` "
             f"({sum(len(r.results) for r in rows.values())} case runs, "
             f"{(dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60:.1f} min).",
-            f"Machine: {machine()}.",
+            f"Machine: {machine()}" + (f"; {servers}." if servers else "."),
             "",
             table,
         ]
@@ -177,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         print(f"\nlogs of failed runs are kept under {workdir}")
     if args.update_doc:
-        update_doc(args.update_doc, block)
+        update_doc(args.update_doc, block, args.topology)
     return 1 if failures else 0
 
 

@@ -42,6 +42,20 @@ TOP_KEYS = {
     "worker_peak_rss_mb",
     "worker_rss_source_mb",
     "pyiceberg_peak_rss_mb",
+    "scale",
+}
+SCALE_KEYS = {
+    "planned_10000_files_s",
+    "planned_files_written",
+    "planned_files_bound",
+    "planned_manifests",
+    "plan_ms_after_10000_files",
+    "plan_ms_single_append_same_rows",
+    "big_file_mb",
+    "big_file_floe_s",
+    "big_file_floor_s",
+    "big_file_floe_vs_floor",
+    "big_file_tasks",
 }
 CONTENDERS = ("floor", "pyiceberg", "daft", "floe")
 
@@ -68,6 +82,7 @@ def test_harness_runs_every_contender_on_tiny_data(tmp_path: Path) -> None:
         sys.executable, "-m", "bench.run", "--quick", "--rounds", "1",
         "--csv-mb", "3", "--files-per-host", "2",
         "--commit-tasks", "10,100", "--plan-tasks", "100", "--overhead-tasks", "10", "--rss-mb", "4",
+        "--small-files", "40", "--big-mb", "2",
         "--out", str(out), "--workdir", str(tmp_path / "work"), "--no-plot",
     ]  # fmt: skip
     if not with_daft:
@@ -98,7 +113,12 @@ def test_harness_runs_every_contender_on_tiny_data(tmp_path: Path) -> None:
     assert result["partitioned"]["files"]["floe"] <= 2 * result["partitions"]
     assert set(result["commit_ms"]) == {"10", "100"}
     assert all(_number(v) and v > 0 for v in result["commit_ms"].values())
-    for key in TOP_KEYS - {"machine", "unpartitioned", "partitioned", "commit_ms"}:
+    scale = result["scale"]
+    assert set(scale) == SCALE_KEYS
+    assert all(_number(v) and v > 0 for v in scale.values()), scale
+    assert scale["planned_files_written"] <= scale["planned_files_bound"]
+    assert scale["big_file_tasks"] >= 1
+    for key in TOP_KEYS - {"machine", "unpartitioned", "partitioned", "commit_ms", "scale"}:
         assert _number(result[key]), (key, result[key])
     assert result["worker_rss_source_mb"] >= 4
 

@@ -1,9 +1,12 @@
 """The fault matrix (chaos/cases.py) once: worker hosts in their own network namespaces, real faults.
 
 Each case starts its own cluster (redis-server, coordinator, beat, a `celery worker` per host inside
-`ip netns`), injects its fault and reads the table back. Network namespaces need root: a run that
-cannot create them skips locally and FAILS under CI (the reason is in the message).
-`python -m chaos.run --runs N` (`make chaos`) runs the same matrix N times and prints the table.
+`ip netns`), injects its fault and reads the table back, on each topology it runs on (file-sql:
+SQLite + file://; s3-rest: SeaweedFS's S3 and REST catalog; postgres_restart: a PostgreSQL catalog).
+Network namespaces need root: a run that cannot create them skips locally and FAILS under CI (the
+reason is in the message); so do SeaweedFS and PostgreSQL when missing.
+`python -m chaos.run --runs N [--topology T]` (`make chaos [TOPOLOGY=T]`) runs the same matrix N times
+and prints the table.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import pytest
 from chaos.cases import CASES, run_case
 from chaos.harness import wait_until
 from chaos.netns import Network, unavailable_reason
+from chaos.topology import TOPOLOGIES, postgres_unavailable
+from tests.support.catalogs import require_or_skip
+from tests.support.seaweedfs import INSTALL_HINT, find_weed
 
 pytestmark = pytest.mark.integration
 
@@ -77,9 +83,29 @@ def test_network_cleans_up_after_a_failure() -> None:
     assert net.leftovers() == []
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_fault_case(name: str, tmp_path: Path) -> None:
-    result = run_case(name, tmp_path / name)
+# On s3-rest, the suite runs its own cases and those where S3 and the REST catalog change what happens
+# (writes, the commit, a concurrent REST writer); `make chaos TOPOLOGY=s3-rest` runs them all.
+S3_REST_ALSO = ("three_hosts", "worker_sigkill", "commit_sigkill", "concurrent_writer")
+
+
+def _runs() -> list[tuple[str, str]]:
+    runs = [("file-sql", name) for name, c in CASES.items() if "file-sql" in c.topologies]
+    runs += [
+        ("s3-rest", name)
+        for name, c in CASES.items()
+        if "s3-rest" in c.topologies and ("file-sql" not in c.topologies or name in S3_REST_ALSO)
+    ]
+    assert {t for t, _ in runs} == set(TOPOLOGIES)
+    return runs
+
+
+@pytest.mark.parametrize("topology, name", _runs())
+def test_fault_case(topology: str, name: str, tmp_path: Path) -> None:
+    if topology == "s3-rest":
+        require_or_skip(None if find_weed() else "`weed` not found", f"SeaweedFS ({INSTALL_HINT})")
+    if name == "postgres_restart":
+        require_or_skip(postgres_unavailable(), "PostgreSQL at 127.0.0.1:5432, restartable with pg_ctlcluster")
+    result = run_case(name, tmp_path / name, topology)
     assert result.passed, f"{name}: {result.error}"
     assert result.duplicates == 0 and result.leftover_files == 0
     assert result.rows_found == result.rows_expected

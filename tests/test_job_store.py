@@ -11,7 +11,7 @@ import redis
 from app import keys
 from app.errors import NotFound
 from app.iceberg import ManifestDescriptor
-from app.jobs.model import OPEN_STATES, JobState, TaskSpec
+from app.jobs.model import OPEN_STATES, HostPlan, JobState, Piece, TaskSpec
 from app.jobs.store import JobStore, Registration
 from tests.support.jobs import TABLE, create, descriptor, fail, task_spec
 
@@ -230,6 +230,10 @@ def test_terminal_states_are_final(store: JobStore) -> None:
 
 
 def _populate_every_key(store: JobStore, job_id: str, r: redis.Redis) -> None:
+    # the job's sources and plans (a planned job), then its manifests, failures, enqueued ids and journal
+    r.hset(keys.job_sources(job_id), "h1", '["*.csv"]')
+    store.register_plan(job_id, "h1", HostPlan(1, 1, 10), [TaskSpec("plan:h1:00001", "h1", (), (Piece("a.csv"),))])
+    store.mark_plan_sent(job_id, "h1", [])
     store.record_manifest(job_id, "t1", descriptor("t1"))
     assert store.task_failed(job_id, "t2", "unreadable")
     store.mark_enqueued(job_id, ["celery-1", "celery-2"])
@@ -369,7 +373,7 @@ def test_commit_lock_is_exclusive_and_released_only_by_its_holder(store: JobStor
     assert not store.commit_locked(job_id)
     token = store.acquire_commit_lock(job_id)
     assert token and store.commit_locked(job_id)
-    assert keys.COMMIT_LOCK_TTL_MS - 5000 <= r.pttl(keys.commit_lock(job_id)) <= keys.COMMIT_LOCK_TTL_MS
+    assert keys.COMMIT_LEASE_MS // 2 <= r.pttl(keys.commit_lock(job_id)) <= keys.COMMIT_LEASE_MS
     assert store.acquire_commit_lock(job_id) is None  # held
     store.release_commit_lock(job_id, "not-the-token")
     assert store.commit_locked(job_id) and r.get(keys.commit_lock(job_id)) == token
@@ -389,6 +393,69 @@ def test_commit_lock_expires(store: JobStore) -> None:
         time.sleep(0.05)
     assert not store.commit_locked(job_id)
     assert store.acquire_commit_lock(job_id)
+
+
+def test_a_lease_is_renewed_only_by_its_holder_and_never_brought_back(store: JobStore, r: redis.Redis) -> None:
+    job_id, _ = create(store)
+    lock = keys.commit_lock(job_id)
+    token = store.acquire_commit_lock(job_id, ttl_ms=60_000)
+    assert token
+    r.pexpire(lock, 1_000)
+    assert not store.renew_commit_lock(job_id, "not-the-token", 60_000)
+    assert r.pttl(lock) <= 1_000
+    assert store.renew_commit_lock(job_id, token, 60_000)
+    assert r.pttl(lock) > 1_000
+    r.delete(lock)  # the lease ran out
+    assert not store.renew_commit_lock(job_id, token, 60_000)
+    assert not store.commit_locked(job_id)  # renewing a lost lease does not take it again
+
+
+def test_a_transition_under_a_lease_happens_only_while_it_is_held(store: JobStore, r: redis.Redis) -> None:
+    from app.jobs.store import LEASE_LOST
+
+    job_id, _ = create(store)
+    token = store.acquire_commit_lock(job_id)
+    assert token
+    assert store.transition(job_id, [JobState.PENDING], JobState.COMMITTING, lease=token) == (True, "COMMITTING")
+    # Given the lease ran out (its committer stalled) and another committer took the job
+    r.delete(keys.commit_lock(job_id))
+    other = store.acquire_commit_lock(job_id)
+    assert other
+    # Then the first committer can no longer move the job, nor complete it
+    assert store.transition(job_id, [JobState.COMMITTING], JobState.FAILED, lease=token) == (False, LEASE_LOST)
+    assert not store.complete(job_id, 42, lease=token)
+    assert store.require(job_id).state == JobState.COMMITTING
+    # and the one holding the lease can
+    assert store.complete(job_id, 42, lease=other)
+    done = store.require(job_id)
+    assert done.state == JobState.COMPLETED and done.committed_snapshot_id == 42
+    assert r.ttl(keys.job(job_id)) > 0 and r.ttl(keys.commit_lock(job_id)) > 0  # the lock is not a job key
+
+
+def test_a_commit_lease_renews_itself_while_held_and_notices_when_it_is_lost(store: JobStore, r: redis.Redis) -> None:
+    from app.jobs.lease import CommitLease
+
+    job_id, _ = create(store)
+    lock = keys.commit_lock(job_id)
+    lease = CommitLease.acquire(store, job_id, ttl_ms=600)
+    assert lease is not None and CommitLease.acquire(store, job_id) is None
+    with lease:
+        time.sleep(3)  # five times its length: only its renewals keep it
+        assert r.get(lock) == lease.token and lease.held() and not lease.lost
+        assert CommitLease.acquire(store, job_id) is None
+        # When the lease is lost (it ran out while the committer was paused) and taken by another
+        r.delete(lock)
+        taken = store.acquire_commit_lock(job_id, ttl_ms=60_000)
+        deadline = time.monotonic() + 30
+        while not lease.lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Then the holder knows, and neither renews nor releases the other's lease
+        assert lease.lost and not lease.held()
+    assert r.get(lock) == taken
+    store.release_commit_lock(job_id, str(taken))
+    with CommitLease.acquire(store, job_id, ttl_ms=600) as again:  # type: ignore[union-attr]
+        assert r.get(lock) == again.token
+    assert not store.commit_locked(job_id)  # released on exit
 
 
 def test_locks_are_per_job(store: JobStore) -> None:

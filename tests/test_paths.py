@@ -61,7 +61,7 @@ def test_question_mark_and_bracket_globs(base: Path) -> None:
 def test_directory_pattern_returns_the_directory_and_ingest_expands_it(base: Path) -> None:
     found = resolve_sources(base, "t1", ["sub"])
     assert found == [base / "sub"]
-    assert expand_sources(found) == [base / "sub" / "d.csv", base / "sub" / "deeper" / "e.csv"]
+    assert [part.path for part in expand_sources(found)] == [base / "sub" / "d.csv", base / "sub" / "deeper" / "e.csv"]
 
 
 def test_no_patterns_means_the_task_directory(base: Path) -> None:
@@ -70,7 +70,7 @@ def test_no_patterns_means_the_task_directory(base: Path) -> None:
     (task_dir / "part.csv").write_text("id\n1\n")
     assert resolve_sources(base, "task-7", ()) == [task_dir]
     assert resolve_sources(base, "task-7", []) == [task_dir]
-    assert expand_sources([task_dir]) == [task_dir / "part.csv"]
+    assert [part.path for part in expand_sources([task_dir])] == [task_dir / "part.csv"]
 
 
 def test_relative_base_is_resolved(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,7 +182,7 @@ def test_directory_symlink_nested_in_a_matched_directory_leaks_nothing(base: Pat
     except InvalidArgument as exc:  # refusing it outright is fine too
         assert "outside WORKER_DATA_BASE" in str(exc)
         return
-    files = expand_sources(found)
+    files = [part.path for part in expand_sources(found)]
     assert files and all(f.resolve().is_relative_to(base) for f in files), files
     assert outside / "secret.csv" not in [f.resolve() for f in files]
 

@@ -74,6 +74,7 @@ COORDINATOR_METHODS = {
     "CancelJob": ("api.CancelJobRequest", "api.JobStatus", False),
     "ListJobs": ("api.ListJobsRequest", "api.ListJobsResponse", False),
     "WatchJob": ("api.WatchJobRequest", "api.JobStatus", True),
+    "ListHosts": ("api.ListHostsRequest", "api.ListHostsResponse", False),
 }
 WORKER_METHODS = {
     "AssignTasks": ("api.AssignTasksRequest", "api.AssignTasksResponse", False),

@@ -10,6 +10,8 @@ import csv
 import gzip
 import io
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,50 +21,31 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 
 import workers.record_ranges as record_ranges
 from app.errors import SourceError
 from tests.support.tables import SCHEMA, rows, write_csv, write_jsonl, write_parquet
-from workers.record_ranges import Span, plan_spans
+from workers.record_ranges import Span, open_bytes, plan_spans
 from workers.sources import read_source
+
+# hypothesis keeps caches under ./.hypothesis by default: keep them out of the work tree (as test_fuzz)
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "floe-hypothesis"))
 
 TARGET = schema_to_pyarrow(SCHEMA)
 HEADER = ["name", "id", "extra"]  # reordered, an extra column; category/ts/amount absent (null)
-TRICKY = [
-    "plain",
-    "comma, inside",
-    'quoted ""word"" and "x"',
-    '"',
-    '""',
-    "",
-    "line\nbreak",
-    "crlf\r\nbreak",
-    "lone\rcr",
-    "\n",
-    "\r\n\r\n",
-    'end quote"',
-    '"start quote',
-    "é€😀 multi-byte",
-    "😀" * 20,
-    'mix,"\n\r\n😀",',
-]
+TRICKY = ["plain", "comma, inside", 'quoted ""word"" and "x"', '"', '""', "", "line\nbreak", "crlf\r\nbreak"]
+TRICKY += ["lone\rcr", "\n", "\r\n\r\n", 'end quote"', '"start quote', "é€😀 multi-byte", "😀" * 20, 'mix,"\n\r\n😀",']
 
 
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def csv_file(
-    path: Path,
-    records: list[list[str]],
-    eol: str = "\n",
-    last_eol: bool = True,
-    trailing: str = "",
-    header: list[str] = HEADER,
-) -> set[int]:
+def csv_file(path: Path, records: list[list[str]], eol: str = "\n", last_eol: bool = True, trailing: str = "") -> set[int]:
     """Write a header and ``records`` (RFC 4180 quoting); the offsets where each data record starts."""
     chunks, starts, offset = [], set(), 0
-    for i, record in enumerate([header, *records]):
+    for i, record in enumerate([HEADER, *records]):
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\r\n").writerow(record)  # "\r\n": a value with a lone \r is quoted
         text = (buf.getvalue()[:-2] + eol).encode()
@@ -116,7 +99,7 @@ def split_equals_whole(
     spans = plan_spans(path, fmt, False, target_bytes)
     if spans is None:
         return None
-    end = pq.ParquetFile(path).metadata.num_row_groups if fmt == "parquet" else path.stat().st_size
+    end = pq.read_metadata(path).num_row_groups if fmt == "parquet" else path.stat().st_size
     check_cover(spans, end)
     if starts is not None:
         assert {s.start for s in spans[1:]} <= starts
@@ -183,15 +166,8 @@ def test_csv_header_only_in_the_first_span(tmp_path: Path) -> None:
     assert [i for part in ids for i in part] == list(range(1000))
 
 
-@pytest.mark.parametrize(
-    "line",
-    [
-        '7,5" screen,x',  # a quote inside an unquoted field
-        '7,size 5",x',  # ... at its end: parity would be wrong from here on
-        '7,"ab"cd,x',  # text after a closing quote
-        '7,ab"",x',
-    ],
-)
+# a quote inside an unquoted field (at its end parity would be wrong from there on), text after a closing one
+@pytest.mark.parametrize("line", ['7,5" screen,x', '7,size 5",x', '7,"ab"cd,x', '7,ab"",x'])
 def test_csv_ambiguous_quotes_are_not_split_but_read_whole(tmp_path: Path, line: str) -> None:
     path = tmp_path / "a.csv"
     body = "".join(f'{i},"multi\nline {i}",y\n' for i in range(8, 400))
@@ -207,6 +183,19 @@ def test_csv_quotes_only_at_edges_are_split(tmp_path: Path) -> None:
     path = tmp_path / "a.csv"
     path.write_text('id,name\n"1",""\n' + "".join(f'{i},"a ""q"", b"\n' for i in range(2, 300)), newline="")
     assert split_equals_whole(path, "csv", 500) is not None
+
+
+@pytest.mark.parametrize("block", [2, 256 << 10])
+@pytest.mark.parametrize("bom", ["", "\ufeff"])
+def test_csv_quoted_header_after_a_byte_order_mark(
+    tmp_path: Path, bom: str, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(record_ranges, "_BLOCK", block)
+    path = tmp_path / "a.csv"
+    path.write_text(bom + '"id","name"\r\n' + "".join(f'"{i}","n\r\n{i}"\r\n' for i in range(300)), newline="")
+    spans = split_equals_whole(path, "csv", 600)
+    assert spans is not None and len(spans) > 3
+    assert read(path).column("name").to_pylist() == [f"n\r\n{i}" for i in range(300)]
 
 
 def test_csv_without_any_newline_after_the_header_is_not_split(tmp_path: Path) -> None:
@@ -238,9 +227,21 @@ def test_csv_quoted_crlf_across_read_blocks_is_kept(tmp_path: Path, gz: bool) ->
     path = tmp_path / ("a.csv.gz" if gz else "a.csv")
     path.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
     for batch_bytes in range(12, len(text) + 2):
-        assert read(path, batch_bytes=batch_bytes).column("name").to_pylist() == [
-            "x\r\ny", "p\r\r\nq\r", "\r\n\r\n", "\r"
-        ], batch_bytes
+        names = read(path, batch_bytes=batch_bytes).column("name").to_pylist()
+        assert names == ["x\r\ny", "p\r\r\nq\r", "\r\n\r\n", "\r"], batch_bytes
+
+
+def test_open_bytes_pieces_never_end_on_cr_and_stop_at_the_span_end(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    data = b"\r\r\r\nx\r\ny\r\r\rz\r\n\r"
+    path.write_bytes(data)
+    for start in range(len(data)):
+        for end in range(start + 1, len(data) + 1):
+            for size in (1, 3, 100):
+                with open_bytes(path, False, Span(start, end)) as stream:
+                    pieces = list(iter(lambda: bytes(stream.read(size)), b""))  # noqa: B023
+                assert b"".join(pieces) == data[start:end]
+                assert not any(piece.endswith(b"\r") for piece in pieces[:-1])
 
 
 @pytest.mark.parametrize("block", [1, 2, 3, 5, 64])
@@ -284,7 +285,7 @@ def test_jsonl_with_helper_file(tmp_path: Path) -> None:
 def test_parquet_spans_are_runs_of_row_groups(tmp_path: Path) -> None:
     path = tmp_path / "a.parquet"
     pq.write_table(pa.Table.from_pylist(rows(0, 20_000)), path, row_group_size=1000)
-    meta = pq.ParquetFile(path).metadata
+    meta = pq.read_metadata(path)
     assert meta.num_row_groups == 20
     spans = split_equals_whole(path, "parquet", path.stat().st_size // 4)
     assert spans is not None and len(spans) == 4
@@ -296,7 +297,7 @@ def test_parquet_spans_are_runs_of_row_groups(tmp_path: Path) -> None:
 
 def test_parquet_with_one_row_group_is_not_split(tmp_path: Path) -> None:
     path = write_parquet(tmp_path / "a.parquet", rows(0, 5000))
-    assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    assert pq.read_metadata(path).num_row_groups == 1
     assert plan_spans(path, "parquet", False, 100) is None
 
 
@@ -354,13 +355,7 @@ PROPERTY = settings(
     block=st.sampled_from([1, 3, 16, 256 << 10]),
 )
 def test_property_csv_spans_read_like_the_whole_file(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    names: list[str],
-    eol: str,
-    last_eol: bool,
-    target: int,
-    block: int,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, names: list[str], eol: str, last_eol: bool, target: int, block: int
 ) -> None:
     monkeypatch.setattr(record_ranges, "_BLOCK", block)
     path = tmp_path / "p.csv"

@@ -4,45 +4,60 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyiceberg.manifest import ManifestEntry, ManifestEntryStatus, write_manifest
 from pyiceberg.table import Table
 
-from app.errors import FailedPrecondition, SourceError
+from app.errors import FailedPrecondition
+from app.formats import SourceFormat, is_supported, source_format
 from app.iceberg import DistributedSnapshot, ManifestDescriptor, check_writable
 from app.iceberg.descriptor import PartitionMetrics
 from app.iceberg.files import delete_quietly
 from app.settings import DEFAULT_WRITE_BUFFER_BYTES
 from workers.datafiles import DataFileWriter, new_write_prefix
-from workers.sources import read_source, source_format
+from workers.record_ranges import Span
+from workers.sources import read_source
 
-__all__ = ["ManifestDescriptor", "expand_sources", "write_task_manifest"]
+__all__ = ["ManifestDescriptor", "SourcePart", "expand_sources", "write_task_manifest"]
 
 log = logging.getLogger(__name__)
 
 
-def expand_sources(paths: Sequence[Path]) -> list[Path]:
-    """Files named directly, plus every supported file below named directories (sorted)."""
-    files: list[Path] = []
+@dataclass(frozen=True)
+class SourcePart:
+    """One source a task reads: a whole file, or the span of it a host's plan gave the task; its
+    format is decided once, here, from the name."""
+
+    path: Path
+    fmt: SourceFormat
+    span: Span | None = None
+
+    @classmethod
+    def of(cls, path: Path, span: Span | None = None) -> SourcePart:
+        return cls(path, source_format(path), span)
+
+
+def expand_sources(paths: Sequence[Path | SourcePart]) -> list[SourcePart]:
+    """Parts as given, files named directly, plus every supported file below named directories (sorted).
+    An unsupported file named directly is refused here, before anything is written."""
+    parts: list[SourcePart] = []
     for path in paths:
-        if path.is_dir():
+        if isinstance(path, SourcePart):
+            parts.append(path)
+        elif path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-            for p in found:
-                try:
-                    source_format(p)
-                except SourceError:
-                    continue
-                files.append(p)
+            parts += [SourcePart.of(p) for p in found if is_supported(p)]
         else:
-            files.append(path)
-    return files
+            parts.append(SourcePart.of(path))
+    return parts
 
 
 def write_task_manifest(
     snapshot: DistributedSnapshot,
     table: Table,
-    paths: Sequence[Path | str],
+    paths: Sequence[Path | str | SourcePart],
     task_id: str,
     on_batch: Callable[[int], None] | None = None,
     on_file: Callable[[str], None] | None = None,
@@ -65,9 +80,7 @@ def write_task_manifest(
     spec = metadata.specs().get(snapshot.spec_id)
     if spec is None:
         raise FailedPrecondition(f"partition spec {snapshot.spec_id} no longer exists in the table")
-    sources = expand_sources([Path(p) for p in paths])
-    for source in sources:
-        source_format(source)  # refuse unsupported formats before writing anything
+    sources = expand_sources([p if isinstance(p, SourcePart) else Path(p) for p in paths])
     writer = DataFileWriter(
         table.io,
         schema,
@@ -81,7 +94,10 @@ def write_task_manifest(
     written: list[str] = []
     try:
         for source in sources:
-            for batch in read_source(source, schema, batch_bytes=writer.read_block_bytes):
+            batches = read_source(
+                source.path, schema, batch_bytes=writer.read_block_bytes, span=source.span, fmt=source.fmt
+            )
+            for batch in batches:
                 writer.write(batch)
                 if on_batch is not None:
                     on_batch(batch.num_rows)

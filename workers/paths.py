@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.errors import InvalidArgument, SourceError
+from app.formats import is_supported, source_format
 from app.jobs.validation import check_relative_pattern
 
 
@@ -52,3 +53,51 @@ def resolve_sources(base: Path, task_id: str, patterns: tuple[str, ...] | list[s
                         )
             found.append(real)
     return found
+
+
+def find_host_files(base: Path, patterns: tuple[str, ...] | list[str]) -> tuple[list[Path], list[str]]:
+    """What a host's globs match below ``base``: (files, the patterns that matched nothing).
+
+    Directories are walked for supported files (hidden files skipped); a file named directly must be
+    of a supported format. The confinement rules of :func:`resolve_sources` apply.
+    """
+    root = base.resolve()
+    if not root.is_dir():
+        raise SourceError(f"WORKER_DATA_BASE {base} is not a directory")
+    files: dict[Path, None] = {}
+    unmatched: list[str] = []
+    for i, pattern in enumerate(patterns):
+        check_relative_pattern(pattern, f"paths[{i}]")
+        matches = sorted(root.glob(pattern)) if any(c in pattern for c in "*?[") else [root / pattern]
+        matches = [m for m in matches if m.exists() or m.is_symlink()]
+        if not matches:
+            unmatched.append(pattern)
+        for match in matches:
+            real = match.resolve()
+            if not _inside(root, real):
+                raise InvalidArgument(f"{match} resolves to {real}, outside WORKER_DATA_BASE {root}")
+            if real.is_dir():
+                for inner in sorted(real.rglob("*")):
+                    if not inner.is_file() or inner.name.startswith(".") or not is_supported(inner):
+                        continue
+                    if not _inside(root, inner.resolve()):
+                        raise InvalidArgument(
+                            f"{inner} resolves to {inner.resolve()}, outside WORKER_DATA_BASE {root}"
+                        )
+                    files[inner.resolve()] = None
+            else:
+                source_format(real)  # a file named directly must be readable
+                files[real] = None
+    return list(files), unmatched
+
+
+def resolve_piece(base: Path, relative: str) -> Path:
+    """A planned task's file: ``relative`` to ``base``, confined to it, an existing file."""
+    root = base.resolve()
+    check_relative_pattern(relative, "piece path")
+    real = (root / relative).resolve()
+    if not _inside(root, real):
+        raise InvalidArgument(f"{root / relative} resolves to {real}, outside WORKER_DATA_BASE {root}")
+    if not real.is_file():
+        raise SourceError(f"{real}: cannot be read: no such file (it was planned; was it removed?)")
+    return real

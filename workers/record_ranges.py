@@ -15,23 +15,20 @@ Where text files are cut:
   the end of the file. If one does not (``5" screen``, ``size 5",``, ``"ab"cd``) the quoting is
   ambiguous and the file is not split. The header line belongs to the first span.
 
-The scan is memchr-fast for a file without quotes and numpy-vectorised (block by block over a memory
-map, bounded memory) for one with quotes.
+The file is scanned with block reads (bounded memory; no memory map, whose pages would count as the
+process's resident memory and which a file truncated meanwhile would turn into a crash): memchr-fast
+for a file without quotes, numpy-vectorised for one with quotes.
 
-:func:`open_bytes` opens a file or a span as a bounded stream for pyarrow's readers (working around
-a pyarrow bug that corrupts quoted CRLFs), :func:`has_quote` tells whether CSV bytes need pyarrow's
-quote-aware chunker (``newlines_in_values``).
+:func:`open_bytes` opens a file or a span as a bounded stream for pyarrow's readers, working around
+a pyarrow bug that corrupts quoted CRLFs.
 """
 
 from __future__ import annotations
 
 import bisect
-import contextlib
 import io
-import mmap
 import pathlib
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,8 +40,9 @@ from app.errors import SourceError
 
 FORMATS = ("csv", "jsonl", "parquet")
 SLACK = 1.5  # a file up to SLACK * target_bytes is read whole
-_BLOCK = 256 << 10  # bytes per numpy step: cache-sized (measured fastest), bounds the quote arrays
+_BLOCK = 256 << 10  # bytes per read and numpy step: cache-sized (measured fastest); bounds memory
 _WINDOW = 64 << 10  # bytes searched at once for a record-ending newline
+_NO_QUOTES = np.empty(0, dtype=np.int64)
 _QUOTE, _NEWLINE = ord('"'), ord("\n")
 _EDGE = np.zeros(256, dtype=bool)  # bytes that may sit next to a quote at a field edge
 _EDGE[[ord(","), ord("\n"), ord("\r"), _QUOTE]] = True
@@ -80,11 +78,11 @@ def plan_spans(path: pathlib.Path, fmt: str, gz: bool, target_bytes: int) -> lis
             return _parquet_spans(path, target_bytes)
         parts = round(size / target_bytes)
         ideals = [size * i // parts for i in range(1, parts)]
-        with _mapped(path) as mm:
-            if fmt == "jsonl" or mm.find(b'"') < 0:
-                cuts: list[int] | None = _newline_cuts(mm, ideals)
+        with path.open("rb", buffering=0) as f:
+            if fmt == "jsonl" or not _contains(f, size, b'"'):
+                cuts: list[int] | None = _newline_cuts(f, size, ideals)
             else:
-                cuts = _csv_cuts(mm, ideals)
+                cuts = _csv_cuts(f, size, ideals)
     except (OSError, pa.ArrowException) as exc:
         raise SourceError(f"{path}: cannot be read: {exc}") from exc
     return _spans(cuts, size)
@@ -97,66 +95,94 @@ def _spans(cuts: list[int] | None, end: int) -> list[Span] | None:
     return [Span(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
-@contextlib.contextmanager
-def _mapped(path: pathlib.Path) -> Iterator[mmap.mmap]:
-    with path.open("rb") as f:
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            yield mm
-        finally:
-            # after an error a numpy view may still be alive in a traceback; the GC unmaps it then
-            with contextlib.suppress(BufferError):
-                mm.close()
-
-
-def _newline_cuts(mm: mmap.mmap, ideals: list[int]) -> list[int]:
-    """For each ideal offset, the first offset at or after it that follows a ``\\n``."""
-    size, cuts = len(mm), list[int]()
-    for ideal in ideals:
-        lo = max(ideal, cuts[-1] + 1 if cuts else 1)
-        newline = mm.find(b"\n", lo - 1)
-        if newline < 0 or newline + 1 >= size:
+def _read_at(f: io.FileIO, offset: int, into: memoryview) -> int:
+    """Fill ``into`` from ``offset`` on; the number of bytes read (fewer only at the end of the file)."""
+    f.seek(offset)
+    got = 0
+    while got < len(into):
+        n = f.readinto(into[got:])
+        if not n:
             break
-        cuts.append(newline + 1)
+        got += n
+    return got
+
+
+def _contains(f: io.FileIO, size: int, needle: bytes) -> bool:
+    buf = bytearray(_BLOCK)
+    for offset in range(0, size, _BLOCK):
+        n = _read_at(f, offset, memoryview(buf))
+        if buf.find(needle, 0, n) >= 0:
+            return True
+    return False
+
+
+def _newline_cuts(f: io.FileIO, size: int, ideals: list[int]) -> list[int]:
+    """For each ideal offset, the first offset at or after it that follows a ``\\n``."""
+    buf = bytearray(_WINDOW)
+    cuts: list[int] = []
+    for ideal in ideals:
+        pos, cut = max(ideal, cuts[-1] + 1 if cuts else 1) - 1, size
+        while pos < size:
+            n = _read_at(f, pos, memoryview(buf))
+            newline = buf.find(b"\n", 0, n)
+            if newline >= 0 or not n:
+                cut = pos + newline + 1 if newline >= 0 else size
+                break
+            pos += n
+        if cut >= size:
+            break
+        cuts.append(cut)
     return cuts
 
 
-def _csv_cuts(mm: mmap.mmap, ideals: list[int]) -> list[int] | None:
+def _csv_cuts(f: io.FileIO, size: int, ideals: list[int]) -> list[int] | None:
     """Record starts at or after each ideal offset; None if the quoting is ambiguous."""
-    data = np.frombuffer(mm, dtype=np.uint8)
-    size = len(data)
+    buf = bytearray(_BLOCK + 2)
     cuts: list[int] = []
     pending = iter(ideals)
     want = next(pending, None)  # the next cut must be at or after this offset
-    quotes_before = 0  # number of quotes in data[:start]
+    quotes_before = 0  # number of quotes before this block
+    _read_at(f, 0, memoryview(buf)[:3])
+    head = 3 if buf.startswith(b"\xef\xbb\xbf") else 0  # the first field starts after a byte order mark
     for start in range(0, size, _BLOCK):
         stop = min(size, start + _BLOCK)
-        if mm.find(b'"', start, stop) < 0:
-            quotes = np.empty(0, dtype=np.int64)
-        else:
-            quotes = np.flatnonzero(data[start:stop] == _QUOTE) + start
-            if not _quotes_at_edges(data, quotes, quotes_before):
+        lo, hi = max(start - 1, 0), min(stop + 1, size)  # and a byte either side: neighbours of quotes
+        if _read_at(f, lo, memoryview(buf)[: hi - lo]) < hi - lo:
+            raise OSError("the file shrank while it was being planned")
+        first = head - lo if start <= head < stop else -1  # the first field's index in data, if there
+        data = np.frombuffer(buf, dtype=np.uint8, count=hi - lo)  # offset lo in the file
+        begin, end = start - lo, stop - lo
+        quotes = _NO_QUOTES
+        if buf.find(b'"', begin, end) >= 0:
+            quotes = np.flatnonzero(data[begin:end] == _QUOTE) + begin
+            if not _quotes_at_edges(data, quotes, quotes_before, first):
                 return None
         while want is not None and want - 1 < stop:
-            cut = _record_start(data, quotes, quotes_before, max(want - 1, start), stop)
+            cut = _record_start(data, quotes, quotes_before, max(want - 1, start) - lo, end)
             if cut is None:
                 break  # no record boundary in the rest of this block: keep looking in the next
-            if cut >= size:
+            if cut + lo >= size:
                 want = None
                 break
-            cuts.append(cut)
+            cuts.append(cut + lo)
             want = next(pending, None)
             if want is not None:
-                want = max(want, cut + 1)
+                want = max(want, cut + lo + 1)
         quotes_before += len(quotes)
     return cuts
 
 
-def _quotes_at_edges(data: npt.NDArray[np.uint8], quotes: npt.NDArray[np.int64], quotes_before: int) -> bool:
-    """Whether every quote at ``quotes`` (global offsets, sorted) sits where the parity rule holds."""
+def _quotes_at_edges(
+    data: npt.NDArray[np.uint8], quotes: npt.NDArray[np.int64], quotes_before: int, first_field: int
+) -> bool:
+    """Whether every quote at ``quotes`` (sorted indexes into ``data``) sits where the parity rule holds.
+
+    ``data`` holds a byte either side of the quotes' block, except at the start and the end of the
+    file; ``first_field`` is the index where the file's first field starts (-1: not in ``data``).
+    """
     first = quotes_before % 2  # the index in ``quotes`` of the first quote that opens
     opening, closing = quotes[first::2], quotes[1 - first :: 2]
-    if len(opening) and opening[0] == 0:
+    if len(opening) and opening[0] == first_field:
         opening = opening[1:]
     if len(closing) and closing[-1] == len(data) - 1:
         closing = closing[:-1]
@@ -166,7 +192,7 @@ def _quotes_at_edges(data: npt.NDArray[np.uint8], quotes: npt.NDArray[np.int64],
 def _record_start(
     data: npt.NDArray[np.uint8], quotes: npt.NDArray[np.int64], quotes_before: int, lo: int, stop: int
 ) -> int | None:
-    """The offset after the first ``\\n`` in ``[lo, stop)`` outside quotes (``quotes``: this block's)."""
+    """The index after the first ``\\n`` in ``data[lo:stop]`` outside quotes (``quotes``: this block's)."""
     while lo < stop:
         hi = min(stop, lo + _WINDOW)
         newlines = np.flatnonzero(data[lo:hi] == _NEWLINE) + lo
@@ -226,8 +252,9 @@ class _Pieces(io.RawIOBase):
         return True
 
     def read(self, size: int | None = -1) -> pa.Buffer:  # type: ignore[override]
-        want = self._left if size is None or size < 0 else min(size, self._left)
+        asked = sys.maxsize if size is None or size < 0 else max(size, 1)
         while True:
+            want = min(asked, self._left)
             raw = self._source.read_buffer(want) if want < sys.maxsize else self._source.read_buffer()
             self._left -= raw.size
             piece = pa.py_buffer(self._carry + raw.to_pybytes()) if self._carry else raw
@@ -241,7 +268,7 @@ class _Pieces(io.RawIOBase):
             self._carry = bytes(view[keep:])
             if keep:
                 return piece.slice(0, keep)
-            want = max(want, 1)  # nothing but CRs so far: read on
+            # nothing but CRs so far: read on
 
     def close(self) -> None:
         self._source.close()
@@ -274,18 +301,3 @@ def open_bytes(
         stream.close()
         raise
     return _Pieces(stream, span.end - span.start)
-
-
-def has_quote(path: pathlib.Path, gz: bool, span: Span | None = None) -> bool:
-    """Whether the bytes to read contain a ``"``: one memchr pass over a memory map, ending at the first.
-
-    Assumed true for gzip, which cannot be searched without decompressing it twice.
-    """
-    if gz:
-        return True
-    size = path.stat().st_size
-    if size == 0:
-        return False
-    start, end = (0, size) if span is None else (span.start, min(span.end, size))
-    with _mapped(path) as mm:
-        return mm.find(b'"', start, end) >= 0

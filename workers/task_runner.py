@@ -7,6 +7,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import redis
@@ -16,8 +17,9 @@ from app.errors import SourceError
 from app.jobs.model import OPEN_STATES, TaskSpec
 from app.jobs.service import JobService
 from app.settings import Settings
-from workers.conversion import write_task_manifest
-from workers.paths import resolve_sources
+from workers.conversion import SourcePart, write_task_manifest
+from workers.paths import resolve_piece, resolve_sources
+from workers.record_ranges import Span
 
 log = logging.getLogger("floe.worker")
 PROGRESS_EVERY_SECONDS = 2.0
@@ -87,7 +89,15 @@ def run_task(service: JobService, job_id: str, task_id: str, settings: Settings)
         return "already-recorded"
     if data_base is None:
         raise SourceError("WORKER_DATA_BASE is not set on this worker host")
-    paths = resolve_sources(data_base, task_id, (spec or TaskSpec(task_id)).paths)
+    spec = spec or TaskSpec(task_id)
+    paths: list[Path | SourcePart]
+    if spec.pieces:  # planned by the host: files and record-aligned spans of files
+        paths = [
+            SourcePart.of(resolve_piece(data_base, p.path), None if p.whole else Span(p.start, p.end))
+            for p in spec.pieces
+        ]
+    else:
+        paths = list(resolve_sources(data_base, task_id, spec.paths))
     table = _job_tables.get(job_id, lambda: service.load_table(job.table))
     last = [time.monotonic()]
 

@@ -13,12 +13,13 @@ import redis
 from celery import Task, shared_task
 from celery.signals import setup_logging, task_postrun, task_prerun, worker_init, worker_process_init
 
-from app.celery_app import AUTOCOMMIT_TASK, COMMIT_TASK, INGEST_TASK, WATCHDOG_TASK
-from app.errors import FailedPrecondition, PermanentError, RetryableError
+from app.celery_app import AUTOCOMMIT_TASK, COMMIT_TASK, INGEST_TASK, PLAN_TASK, WATCHDOG_TASK
+from app.errors import CommitInProgress, FailedPrecondition, PermanentError, RetryableError
 from app.logs import configure_logging, current_job_id
 from app.runtime import get_service
 from app.settings import get_settings
 from workers.datafiles import use_jemalloc_unless_configured
+from workers.planning import host_processes, run_plan
 from workers.task_runner import run_task
 
 log = logging.getLogger("floe.tasks")
@@ -30,9 +31,21 @@ def _configure_logging(**_kwargs: Any) -> None:
     configure_logging()
 
 
+_processes = 0  # this worker's pool size, set in the main process before the pool forks
+
+
 @worker_init.connect
-def _choose_memory_pool(**_kwargs: Any) -> None:
-    use_jemalloc_unless_configured(get_settings().arrow_memory_pool)
+def _at_worker_start(sender: Any = None, **_kwargs: Any) -> None:
+    """Choose the memory pool; report the host's concurrency (planning balances over it)."""
+    global _processes
+    settings = get_settings()
+    use_jemalloc_unless_configured(settings.arrow_memory_pool)
+    _processes = int(getattr(sender, "concurrency", 0) or 0)
+    if settings.worker_id:
+        try:
+            get_service().store.worker_heartbeat(settings.worker_id, concurrency=_processes)
+        except Exception as exc:  # noqa: BLE001 - the heartbeat is advisory; tasks report problems
+            log.warning("could not report this worker's concurrency: %s", exc)
 
 
 @worker_process_init.connect
@@ -50,7 +63,7 @@ def _warm_up(**_kwargs: Any) -> None:
 
 @task_prerun.connect
 def _enter_job(task: Task | None = None, args: Any = None, **_kwargs: Any) -> None:
-    if task is not None and task.name in (INGEST_TASK, COMMIT_TASK) and args:
+    if task is not None and task.name in (INGEST_TASK, COMMIT_TASK, PLAN_TASK) and args:
         current_job_id.set(str(args[0]))
 
 
@@ -83,11 +96,30 @@ def ingest(self: Task, job_id: str, task_id: str) -> str:
     return run_task(get_service(), job_id, task_id, get_settings())
 
 
+class PlanTask(Task):  # type: ignore[misc]
+    autoretry_for = RETRYABLE
+    retry_backoff = 2
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = 5
+
+    def on_failure(self, exc: BaseException, celery_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        job_id, host = args[0], args[1]
+        detail = str(exc) if isinstance(exc, PermanentError) else f"gave up after {self.request.retries} retries: {type(exc).__name__}: {exc}"
+        get_service().fail_job(job_id, f"host {host} could not plan its sources: {detail}")
+
+
+@shared_task(name=PLAN_TASK, base=PlanTask, bind=True)
+def plan(self: Task, job_id: str, host: str) -> str:
+    settings = get_settings()
+    return run_plan(get_service(), job_id, host, settings, host_processes(settings, _processes))
+
+
 @shared_task(name=COMMIT_TASK, bind=True, autoretry_for=RETRYABLE, retry_backoff=2, max_retries=10)
 def commit_job(self: Task, job_id: str) -> str:
     try:
         job, already = get_service().commit(job_id)
-    except FailedPrecondition as exc:
+    except (FailedPrecondition, CommitInProgress) as exc:
         # Not ready, already being committed, or finished: the auto-committer covers what remains.
         log.info("commit skipped: %s", exc, extra={"job_id": job_id})
         return f"skipped: {exc}"

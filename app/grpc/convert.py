@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from app.iceberg import DistributedSnapshot
-from app.jobs.model import Job, JobState, TableRef, TaskSpec
+from app.jobs.model import HostInfo, HostProgress, HostSource, Job, JobState, TableRef, TaskSpec
 from app.proto_gen.api import common_pb2
 
 STATE_TO_PROTO = {
@@ -27,6 +27,10 @@ def table_from_proto(msg: common_pb2.TableRef, present: bool = True) -> TableRef
 
 def table_to_proto(ref: TableRef) -> common_pb2.TableRef:
     return common_pb2.TableRef(catalog=ref.catalog, namespace=ref.namespace, table=ref.table)
+
+
+def sources_from_proto(sources: object) -> list[HostSource]:
+    return [HostSource(s.host, tuple(s.paths)) for s in sources]  # type: ignore[attr-defined]
 
 
 def tasks_from_proto(tasks: object) -> list[TaskSpec]:
@@ -55,7 +59,8 @@ def _ts(seconds: float | None) -> Timestamp | None:
     return ts
 
 
-def job_to_proto(job: Job) -> common_pb2.JobStatus:
+def job_to_proto(job: Job, hosts: list[tuple[HostProgress, HostInfo, bool]] | None = None) -> common_pb2.JobStatus:
+    """The job's status; with ``hosts``, each host's plan, task counts and liveness too."""
     return common_pb2.JobStatus(
         job_id=job.job_id,
         state=STATE_TO_PROTO[job.state],
@@ -79,4 +84,30 @@ def job_to_proto(job: Job) -> common_pb2.JobStatus:
         job_timeout_seconds=job.job_timeout_seconds,
         auto_commit=job.auto_commit,
         finished_at=_ts(job.finished_at),
+        planning=job.planning,
+        hosts=[host_progress_to_proto(p, info, live) for p, info, live in hosts or []],
+    )
+
+
+def host_progress_to_proto(progress: HostProgress, info: HostInfo, live: bool) -> common_pb2.HostStatus:
+    plan = progress.plan
+    return common_pb2.HostStatus(
+        host=progress.host,
+        planning=progress.planning,
+        planned_files=plan.files if plan else 0,
+        planned_bytes=plan.bytes if plan else 0,
+        plan_note=plan.note if plan else "",
+        tasks_total=progress.tasks_total,
+        tasks_queued=max(0, progress.tasks_total - progress.tasks_done - progress.tasks_failed),
+        tasks_done=progress.tasks_done,
+        tasks_failed=progress.tasks_failed,
+        live=live,
+        last_heartbeat=_ts(info.last_heartbeat),
+        concurrency=info.concurrency,
+    )
+
+
+def host_to_proto(host: HostInfo, live: bool) -> common_pb2.HostStatus:
+    return common_pb2.HostStatus(
+        host=host.host, live=live, last_heartbeat=_ts(host.last_heartbeat), concurrency=host.concurrency
     )

@@ -11,8 +11,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from app.errors import InvalidArgument, NotFound, ResourceExhausted
 from app.grpc.convert import (
     PROTO_TO_STATE,
+    host_to_proto,
     job_to_proto,
     snapshot_to_proto,
+    sources_from_proto,
     table_from_proto,
     tasks_from_proto,
 )
@@ -53,6 +55,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
                 auto_commit=request.auto_commit if request.HasField("auto_commit") else None,
                 snapshot_properties=dict(request.snapshot_properties),
                 idempotency_key=request.idempotency_key,
+                sources=sources_from_proto(request.sources),
             )
         )
         return coordinator_pb2.StartJobResponse(
@@ -66,7 +69,8 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         self, request: coordinator_pb2.GetJobStatusRequest, context: grpc.ServicerContext
     ) -> common_pb2.JobStatus:
         try:
-            return job_to_proto(self.service.status(request.job_id))
+            job = self.service.status(request.job_id)
+            return job_to_proto(job, self.service.hosts_of(job))
         except NotFound:
             # The job's keys expired after the retention period; its commit stays findable.
             snapshot_id = self.service.store.committed_snapshot(request.job_id)
@@ -152,6 +156,13 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         jobs = self.service.list_jobs(request.limit, states or None)
         return coordinator_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in jobs])
 
+    def ListHosts(
+        self, request: coordinator_pb2.ListHostsRequest, context: grpc.ServicerContext
+    ) -> coordinator_pb2.ListHostsResponse:
+        return coordinator_pb2.ListHostsResponse(
+            hosts=[host_to_proto(host, live) for host, live in self.service.list_hosts()]
+        )
+
     def WatchJob(
         self, request: coordinator_pb2.WatchJobRequest, context: grpc.ServicerContext
     ) -> Iterator[common_pb2.JobStatus]:
@@ -165,13 +176,13 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         try:
             with self.events.watch(job.job_id) as watch:
                 job = self.service.status(job.job_id)  # re-read: a change may precede the watch
-                yield job_to_proto(job)
+                yield job_to_proto(job, self.service.hosts_of(job))
                 version = job.version
                 while not job.state.terminal and context.is_active():
                     watch.wait(WATCH_FALLBACK_SECONDS)
                     job = self.service.status(job.job_id)
                     if job.version != version:
                         version = job.version
-                        yield job_to_proto(job)
+                        yield job_to_proto(job, self.service.hosts_of(job))
         finally:
             self._watch_slots.release()

@@ -45,22 +45,84 @@ class TableRef:
 
 
 @dataclass(frozen=True)
+class Piece:
+    """Part of one source file a planned task reads: ``path`` relative to the host's WORKER_DATA_BASE;
+    ``start``/``end`` are byte offsets (CSV, JSON lines) or row-group indices (Parquet), end exclusive;
+    ``end == 0`` means the whole file."""
+
+    path: str
+    start: int = 0
+    end: int = 0
+
+    @property
+    def whole(self) -> bool:
+        return self.end == 0
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     task_id: str
     host: str = ""
-    paths: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()  # globs (tasks given by a client)
+    pieces: tuple[Piece, ...] = ()  # files and parts of files (tasks a host planned)
 
     def to_json(self) -> str:
-        return json.dumps({"host": self.host, "paths": list(self.paths)})
+        data: dict[str, Any] = {"host": self.host, "paths": list(self.paths)}
+        if self.pieces:
+            data["pieces"] = [[p.path, p.start, p.end] for p in self.pieces]
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, task_id: str, text: str) -> TaskSpec:
         data = json.loads(text) if text else {}
-        return cls(task_id, data.get("host", ""), tuple(data.get("paths", ())))
+        pieces = tuple(Piece(str(p[0]), int(p[1]), int(p[2])) for p in data.get("pieces", ()))
+        return cls(task_id, data.get("host", ""), tuple(data.get("paths", ())), pieces)
 
     @property
     def queue(self) -> str:
         return f"host-{self.host}" if self.host else "ingest"
+
+
+@dataclass(frozen=True)
+class HostSource:
+    """Files on one host (globs relative to its WORKER_DATA_BASE) that the host plans into tasks."""
+
+    host: str
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """What a host's planner registered: how many tasks over how many files and bytes, and a note."""
+
+    tasks: int
+    files: int
+    bytes: int
+    note: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"tasks": self.tasks, "files": self.files, "bytes": self.bytes, "note": self.note})
+
+    @classmethod
+    def from_json(cls, text: str) -> HostPlan:
+        data = json.loads(text)
+        return cls(int(data["tasks"]), int(data["files"]), int(data["bytes"]), str(data.get("note", "")))
+
+
+@dataclass(frozen=True)
+class HostProgress:
+    """One host of a job: its plan (None while it plans or when it had no sources) and task counts."""
+
+    host: str
+    has_sources: bool
+    plan: HostPlan | None
+    tasks_total: int
+    tasks_done: int
+    tasks_failed: int
+
+    @property
+    def planning(self) -> bool:
+        return self.has_sources and self.plan is None
 
 
 @dataclass(frozen=True)
@@ -88,6 +150,12 @@ class Job:
     snapshot_properties: dict[str, str] = field(default_factory=dict)
     enqueued: bool = False
     version: int = 0
+    hosts_to_plan: int = 0  # hosts that have not registered their plan yet
+    has_sources: bool = False  # hosts plan (some of) the job's tasks
+
+    @property
+    def planning(self) -> bool:
+        return self.hosts_to_plan > 0
 
     @property
     def expected(self) -> int:
@@ -99,7 +167,10 @@ class Job:
 
     @property
     def ready_to_commit(self) -> bool:
-        return self.state in OPEN_STATES and self.expected > 0 and self.manifests_accepted >= self.expected
+        if self.state not in OPEN_STATES or self.planning:
+            return False
+        # a planned job whose hosts found nothing has nothing to wait for (it completes with no rows)
+        return (self.expected > 0 or self.has_sources) and self.manifests_accepted >= self.expected
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> Job:
@@ -132,6 +203,8 @@ class Job:
             snapshot_properties=json.loads(data.get("snapshot_properties") or "{}"),
             enqueued=data.get("enqueued") == "1",
             version=_int("version"),
+            hosts_to_plan=_int("hosts_to_plan"),
+            has_sources=data.get("has_sources") == "1",
         )
 
     def summary(self) -> dict[str, Any]:
@@ -160,3 +233,16 @@ class NewJob:
     auto_commit: bool
     snapshot_properties: dict[str, str]
     idempotency_key: str = ""
+    sources: list[HostSource] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """A worker host as its heartbeats describe it."""
+
+    host: str
+    last_heartbeat: float | None  # unix seconds; None when never seen
+    concurrency: int  # worker processes (0 when unknown)
+
+    def live(self, now: float, live_seconds: float) -> bool:
+        return self.last_heartbeat is not None and now - self.last_heartbeat <= live_seconds

@@ -10,8 +10,9 @@ from app.keys import JOB_EVENTS
 # Run right after a script bumps a job's version: wakes the job's watchers (app.jobs.events).
 _PUBLISH = f"redis.call('PUBLISH', '{JOB_EVENTS}', redis.call('HGET', KEYS[1], 'id'))"
 
-# KEYS: job, jobs-by-time, active, idempotency (or ""), tasks
-# ARGV: job_id, fields JSON, created_at, tasks JSON (object task_id -> spec JSON)
+# KEYS: job, jobs-by-time, active, idempotency (or ""), tasks, hosts, sources
+# ARGV: job_id, fields JSON, created_at, tasks JSON (object task_id -> spec JSON),
+#       sources JSON (object host -> JSON list of globs)
 CREATE = """
 if KEYS[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
@@ -25,15 +26,22 @@ local tasks = cjson.decode(ARGV[4])
 local n = 0
 for task_id, spec in pairs(tasks) do
   redis.call('HSET', KEYS[5], task_id, spec)
+  redis.call('HINCRBY', KEYS[6], (cjson.decode(spec)['host'] or '') .. ':total', 1)
   n = n + 1
 end
 redis.call('HSET', KEYS[1], 'tasks_total', n)
+local hosts = 0
+for host, globs in pairs(cjson.decode(ARGV[5])) do
+  redis.call('HSET', KEYS[7], host, globs)
+  hosts = hosts + 1
+end
+redis.call('HSET', KEYS[1], 'hosts_to_plan', hosts, 'has_sources', hosts > 0 and '1' or '0')
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
 return {1, ARGV[1]}
 """
 
-# KEYS: job, tasks.  ARGV: now, then triples task_id, host, spec JSON
+# KEYS: job, tasks, hosts.  ARGV: now, then triples task_id, host, spec JSON
 # Atomically, for the whole request: a known id registered for another host is a conflict
 # ({state, 'conflict', id, registered host, ...}); new ids on a job that takes no more tasks are
 # refused ({state, 'closed', new ids...}); otherwise the new ids are registered ({state, 'ok', ids...}).
@@ -67,7 +75,10 @@ if #new > 0 and state ~= 'PENDING' and state ~= 'RUNNING' then
 end
 local out = {state, 'ok'}
 for _, i in ipairs(new) do
-  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then table.insert(out, ARGV[i]) end
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
+    table.insert(out, ARGV[i])
+    redis.call('HINCRBY', KEYS[3], ARGV[i + 1] .. ':total', 1)
+  end
 end
 if #out > 2 then
   redis.call('HINCRBY', KEYS[1], 'tasks_total', #out - 2)
@@ -88,9 +99,14 @@ if state ~= 'PENDING' and state ~= 'RUNNING' then return {'late', state} end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
   return {'duplicate', redis.call('HGET', KEYS[2], ARGV[1])}
 end
+local host = ''
 if redis.call('HSETNX', KEYS[3], ARGV[1], '{}') == 1 then
   redis.call('HINCRBY', KEYS[1], 'tasks_total', 1)
+  redis.call('HINCRBY', KEYS[5], ':total', 1)
+else
+  host = cjson.decode(redis.call('HGET', KEYS[3], ARGV[1]))['host'] or ''
 end
+redis.call('HINCRBY', KEYS[5], host .. ':done', 1)
 local accepted = redis.call('HINCRBY', KEYS[1], 'manifests', 1)
 redis.call('HINCRBY', KEYS[1], 'tasks_done', 1)
 redis.call('HINCRBY', KEYS[1], 'rows', ARGV[3])
@@ -107,12 +123,15 @@ redis.call('HINCRBY', KEYS[4], 'files_written_total', ARGV[5])
 return {'accepted', tostring(accepted)}
 """
 
-# KEYS: job, active, metrics, then the keys to expire on a terminal transition
-# ARGV: allowed states (comma separated), new state, fields JSON, now, retention seconds
-# Returns {1, new state} on success, {0, current state or ''} otherwise.
+# KEYS: job, active, metrics, commit lock, then the keys to expire on a terminal transition
+# ARGV: allowed states (comma separated), new state, fields JSON, now, retention seconds, lease token
+# (or '': with a token, the transition happens only while the commit lock still holds that token)
+# Returns {1, new state} on success, {0, current state or ''} otherwise, {0, 'LEASE_LOST'} when the
+# caller's commit lease has run out.
 TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {0, ''} end
+if ARGV[6] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[6] then return {0, 'LEASE_LOST'} end
 local allowed = false
 for s in string.gmatch(ARGV[1], '([^,]+)') do
   if s == state then allowed = true end
@@ -128,7 +147,7 @@ if ARGV[2] == 'COMPLETED' or ARGV[2] == 'FAILED' or ARGV[2] == 'CANCELLED' then
   local job_id = redis.call('HGET', KEYS[1], 'id')
   redis.call('SREM', KEYS[2], job_id)
   redis.call('HINCRBY', KEYS[3], 'jobs_' .. string.lower(ARGV[2]) .. '_total', 1)
-  for i = 4, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+  for i = 5, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
 end
 return {1, ARGV[2]}
 """
@@ -139,6 +158,8 @@ TASK_FAILED = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or (state ~= 'PENDING' and state ~= 'RUNNING') then return 0 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+local spec = redis.call('HGET', KEYS[4], ARGV[1])
+redis.call('HINCRBY', KEYS[5], ((spec and cjson.decode(spec)['host']) or '') .. ':failed', 1)
 redis.call('HINCRBY', KEYS[1], 'tasks_failed', 1)
 redis.call('HINCRBY', KEYS[3], 'tasks_failed_total', 1)
 redis.call('HSET', KEYS[1], 'last_progress_at', ARGV[3])
@@ -172,4 +193,32 @@ return 1
 RELEASE_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# KEYS: lock.  ARGV: token, lease milliseconds.  Extends the lease only if we still hold it: 1, else 0.
+RENEW_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# KEYS: job, tasks, hosts, plans.  ARGV: now, host, plan JSON, then pairs task_id, spec JSON
+# Registers one host's plan exactly once (first plan wins): its tasks, its count towards the job's
+# tasks, and one host fewer to plan. Returns {'registered'|'already'|'closed'|'unknown', state}.
+REGISTER_PLAN = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'unknown', ''} end
+if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then return {'already', state} end
+if state ~= 'PENDING' and state ~= 'RUNNING' then return {'closed', state} end
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
+local added = 0
+for i = 4, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then added = added + 1 end
+end
+redis.call('HINCRBY', KEYS[3], ARGV[2] .. ':total', added)
+redis.call('HINCRBY', KEYS[1], 'tasks_total', added)
+redis.call('HINCRBY', KEYS[1], 'hosts_to_plan', -1)
+redis.call('HSET', KEYS[1], 'last_progress_at', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+""" + _PUBLISH + """
+return {'registered', state}
 """

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from pyiceberg.table import Table
 
+from app import keys
 from app.errors import (
     AlreadyExists,
-    CommitConflict,
+    CommitInProgress,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    PermanentError,
 )
-from app.iceberg import ManifestDescriptor, begin_distributed_snapshot, commit_distributed_snapshot
-from app.iceberg.commit import find_committed, unreferenced_manifests
+from app.iceberg import ManifestDescriptor, begin_distributed_snapshot
 from app.iceberg.files import delete_quietly
 from app.jobs.cleanup import JobFiles, TableLoader
+from app.jobs.committer import Committer
 from app.jobs.manifest_checks import check_reported_manifest
-from app.jobs.model import OPEN_STATES, Job, JobState, NewJob, TableRef, TaskSpec
+from app.jobs.model import OPEN_STATES, HostInfo, HostProgress, Job, JobState, NewJob, TableRef, TaskSpec
 from app.jobs.store import JobStore, RecordResult
 from app.jobs.validation import StartJobInput, check_job_id, check_table, check_tasks
 from app.keys import DEFAULT_JOB_TIMEOUT_SECONDS
@@ -37,6 +38,8 @@ class TaskQueue(Protocol):
     def send_ingest(self, job_id: str, task: TaskSpec) -> str: ...
 
     def send_commit(self, job_id: str) -> None: ...
+
+    def send_plan(self, job_id: str, host: str) -> str: ...
 
     def revoke(self, celery_ids: list[str]) -> None: ...
 
@@ -57,6 +60,7 @@ class JobService:
         self.queue = queue
         self.load_table = load_table
         self.files = JobFiles(store, load_table)
+        self.committer = Committer(store, load_table, self.files, self._finish_badly)
 
     # --- starting -------------------------------------------------------------------------------
 
@@ -75,7 +79,7 @@ class JobService:
         # arrive later through AssignTasks are committed with CommitJob (the README's walkthrough).
         auto_commit = request.auto_commit
         if auto_commit is None:
-            auto_commit = bool(request.tasks or request.expected_manifest_count)
+            auto_commit = bool(request.tasks or request.expected_manifest_count or request.sources)
         job_id, created = self.store.create(
             NewJob(
                 table=request.table,
@@ -87,20 +91,61 @@ class JobService:
                 auto_commit=auto_commit,
                 snapshot_properties=request.snapshot_properties,
                 idempotency_key=request.idempotency_key,
+                sources=request.sources,
             )
         )
         job = self.store.require(job_id)
         self._ensure_enqueued(job)
         log.info(
-            "job started", extra={"job_id": job_id, "table": str(request.table), "tasks": len(request.tasks)}
-        )
+            "job started",
+            extra={
+                "job_id": job_id, "table": str(request.table), "tasks": len(request.tasks),
+                "source_hosts": len(request.sources),
+            },
+        )  # fmt: skip
         return self.store.require(job_id), created
 
     def _ensure_enqueued(self, job: Job) -> None:
+        """Publish the job's given tasks and a planning task per source host not yet planned (the
+        tasks hosts plan are published by their planner)."""
         if job.enqueued or job.state not in OPEN_STATES:
             return
-        ids = self._send(job.job_id, self.store.tasks(job.job_id))
+        ids = self._send(job.job_id, [t for t in self.store.tasks(job.job_id) if not t.pieces])
+        if job.has_sources:
+            planned = self.store.plans(job.job_id)
+            ids += [
+                self.queue.send_plan(job.job_id, host)
+                for host in sorted(self.store.sources_by_host(job.job_id))
+                if host not in planned
+            ]
         self.store.mark_enqueued(job.job_id, ids)
+
+    def publish_plan(self, job_id: str, host: str) -> int:
+        """Publish the tasks ``host`` planned, unless already done. -> how many were published.
+
+        A planner that died between registering its plan and marking it sent has its redelivery
+        publish them again: a task published twice converts twice and records once (first writer wins).
+        """
+        if self.store.plan_sent(job_id, host):
+            return 0
+        tasks = self.store.host_tasks(job_id, host)
+        planned = [t for t in tasks if t.pieces]
+        ids = self._send(job_id, planned)
+        self.store.mark_plan_sent(job_id, host, ids)
+        return len(ids)
+
+    def commit_if_ready(self, job_id: str) -> None:
+        """Commit now when the job auto-commits and is ready (e.g. the last host planned nothing)."""
+        job = self.store.require(job_id)
+        if job.auto_commit and job.ready_to_commit:
+            self._commit_now(job_id)
+
+    def hosts_of(self, job: Job, now: float | None = None) -> list[tuple[HostProgress, HostInfo, bool]]:
+        """Each host of the job: its plan and task counts, its worker's heartbeat, whether it is live."""
+        now = time.time() if now is None else now
+        progress = self.store.host_progress(job.job_id)
+        info = {h.host: h for h in self.store.hosts(p.host for p in progress)}
+        return [(p, info[p.host], info[p.host].live(now, keys.LIVE_SECONDS)) for p in progress]
 
     def _send(self, job_id: str, tasks: list[TaskSpec]) -> list[str]:
         if not tasks:
@@ -254,6 +299,15 @@ class JobService:
             raise NotFound(f"job {job_id!r} does not exist")
         return state in (JobState.PENDING.value, JobState.RUNNING.value, JobState.COMMITTING.value)
 
+    def list_hosts(self, now: float | None = None) -> list[tuple[HostInfo, bool]]:
+        """Hosts whose worker heartbeat within the last hour, each with whether it is live now."""
+        now = time.time() if now is None else now
+        return [
+            (h, h.live(now, keys.LIVE_SECONDS))
+            for h in self.store.hosts()
+            if h.last_heartbeat is not None and now - h.last_heartbeat <= keys.SEEN_RECENTLY_SECONDS
+        ]
+
     def open_tasks_on_host(self, host: str) -> int:
         """Tasks registered on ``host`` in open jobs that have neither a manifest nor a failure yet."""
         count = 0
@@ -265,79 +319,11 @@ class JobService:
             count += sum(1 for t in self.store.tasks(job_id) if t.host == host and t.task_id not in done)
         return count
 
-    # --- committing -----------------------------------------------------------------------------
+    # --- committing (app/jobs/committer.py) -------------------------------------------------------
 
     def commit(self, job_id: str) -> tuple[Job, bool]:
         """Commit a ready job once. -> (job, already_committed)."""
-        job = self.status(job_id)
-        if job.state == JobState.COMPLETED:
-            return job, True
-        if job.state.terminal:
-            raise FailedPrecondition(
-                f"job {job_id} is {job.state.value}: {job.failure_reason or 'no reason'}"
-            )
-        if job.state in OPEN_STATES and not job.ready_to_commit:
-            raise FailedPrecondition(
-                f"job {job_id} is not ready to commit: {job.manifests_accepted} of {job.expected} manifests "
-                "accepted" + ("" if job.expected else " (no tasks registered yet)")
-            )
-        token = self.store.acquire_commit_lock(job_id)
-        if token is None:
-            raise FailedPrecondition(f"a commit of job {job_id} is already in progress")
-        try:
-            return self._commit_locked(job_id)
-        finally:
-            self.store.release_commit_lock(job_id, token)
-
-    def _commit_locked(self, job_id: str) -> tuple[Job, bool]:
-        job = self.store.require(job_id)
-        if job.state == JobState.COMPLETED:
-            return job, True
-        ok, state = self.store.transition(job_id, [*OPEN_STATES, JobState.COMMITTING], JobState.COMMITTING)
-        if not ok:
-            raise FailedPrecondition(f"job {job_id} is {state}; it cannot be committed")
-        manifests = self.store.manifests(job_id)
-        if not manifests:
-            self.store.complete(job_id, None)
-            if self.store.journaled_files(job_id):  # an attempt that died before finding no rows
-                self.files.orphans(job_id, self.load_table(job.table), [])
-            log.info("job completed with no rows", extra={"job_id": job_id})
-            return self.store.require(job_id), False
-        table = self.load_table(job.table)
-        summary = {"floe.job-id": job_id, **job.snapshot.properties}
-        if job.requester:
-            summary.setdefault("floe.requester", job.requester)
-        started = time.monotonic()
-        try:
-            outcome = commit_distributed_snapshot(table, job.snapshot, manifests, summary)
-        except CommitConflict as exc:
-            self.store.count("commit_conflict_retries_total", max(0, exc.attempts - 1))
-            raise
-        except PermanentError as exc:
-            self._finish_badly(job_id, JobState.FAILED, f"commit failed: {exc}", [JobState.COMMITTING])
-            raise
-        self.store.count("commit_conflict_retries_total", max(0, outcome.attempts - 1))
-        self.store.observe_commit_seconds(time.monotonic() - started)
-        self.store.cleanup_pending(job_id)  # should this process die before the deletes, beat does them
-        self.store.complete(job_id, outcome.snapshot_id)
-        log.info("job committed", extra={"job_id": job_id, "snapshot_id": outcome.snapshot_id})
-        # the merged-away task manifests go once the job is marked complete, not before
-        self.files.after_commit(job_id, table, manifests, list(outcome.unreferenced))
-        return self.store.require(job_id), False
-
-    def _complete_if_committed(self, job: Job) -> None:
-        try:
-            table = self.load_table(job.table)
-        except NotFound:
-            return
-        done = find_committed(table, job.snapshot, job.job_id)
-        if done is None:
-            return
-        self.store.cleanup_pending(job.job_id)
-        if self.store.complete(job.job_id, done.snapshot_id):
-            log.info("completed a commit whose committer died", extra={"job_id": job.job_id})
-            manifests = self.store.manifests(job.job_id)
-            self.files.after_commit(job.job_id, table, manifests, unreferenced_manifests(table, done, manifests))
+        return self.committer.commit(self.status(job_id))
 
     # --- ending badly ---------------------------------------------------------------------------
 
@@ -361,7 +347,7 @@ class JobService:
         job_id: str,
         to: JobState,
         reason: str,
-        allowed: tuple[JobState, ...] | list[JobState] = OPEN_STATES,
+        allowed: Sequence[JobState] = OPEN_STATES,
     ) -> bool:
         ok, _ = self.store.transition(job_id, allowed, to, {"failure_reason": reason})
         if not ok:
@@ -385,6 +371,9 @@ class JobService:
                 f"timed out: no progress for {idle}s (job_timeout_seconds={job.job_timeout_seconds}); "
                 f"{job.manifests_accepted} of {job.expected} manifests accepted"
             )
+            if job.planning:
+                waiting = sorted(set(self.store.sources_by_host(job_id)) - set(self.store.plans(job_id)))
+                reason += f"; hosts that never planned their sources: {', '.join(waiting)}"
             if self._finish_badly(job_id, JobState.FAILED, reason):
                 self.store.count("watchdog_failed_jobs_total")
                 failed.append(job_id)
@@ -400,14 +389,14 @@ class JobService:
                 continue
             if job.state == JobState.COMMITTING and self.store.commit_locked(job_id):
                 # A committer may have died holding the lock after its catalog call: the table says.
-                self._complete_if_committed(job)
+                self.committer.complete_if_committed(job)
                 continue
             resume = job.state == JobState.COMMITTING
             if (job.state in OPEN_STATES and job.auto_commit and job.ready_to_commit) or resume:
                 try:
                     self.commit(job_id)
                     committed.append(job_id)
-                except FailedPrecondition as exc:
+                except (FailedPrecondition, CommitInProgress) as exc:
                     log.info("auto-commit skipped: %s", exc, extra={"job_id": job_id})
                 except Exception as exc:  # noqa: BLE001 - one job's catalog trouble must not stop the tick
                     log.warning("auto-commit failed, retried next tick: %s", exc, extra={"job_id": job_id})

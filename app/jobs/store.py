@@ -6,6 +6,7 @@ reach Redis through the methods here, each named for what it does.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 import uuid
@@ -19,7 +20,7 @@ from app import keys
 from app.errors import NotFound
 from app.iceberg import ManifestDescriptor
 from app.jobs import scripts
-from app.jobs.model import Job, JobState, NewJob, TaskSpec
+from app.jobs.model import HostInfo, HostPlan, HostProgress, Job, JobState, NewJob, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class Registration:
     ids: list[str]
 
 
+# the state :meth:`JobStore.transition` reports when the caller's commit lease has run out
+LEASE_LOST = "LEASE_LOST"
+
+
 def _csv(states: Iterable[JobState]) -> str:
     return ",".join(s.value for s in states)
 
@@ -56,7 +61,9 @@ class JobStore:
         self._task_failed = client.register_script(scripts.TASK_FAILED)
         self._touch = client.register_script(scripts.TOUCH)
         self._release = client.register_script(scripts.RELEASE_LOCK)
+        self._renew = client.register_script(scripts.RENEW_LOCK)
         self._journal = client.register_script(scripts.JOURNAL_FILE)
+        self._register_plan = client.register_script(scripts.REGISTER_PLAN)
 
     @classmethod
     def from_url(cls, url: str, retention_seconds: int, **options: Any) -> JobStore:
@@ -92,8 +99,12 @@ class JobStore:
                 keys.ACTIVE_JOBS,
                 keys.idempotency(new.idempotency_key) if new.idempotency_key else "",
                 keys.job_tasks(job_id),
+                keys.job_hosts(job_id),
+                keys.job_sources(job_id),
             ],
-            args=[job_id, json.dumps(fields), repr(now), json.dumps({t.task_id: t.to_json() for t in new.tasks})],
+            args=[job_id, json.dumps(fields), repr(now), json.dumps({t.task_id: t.to_json() for t in new.tasks}),
+                json.dumps({src.host: json.dumps(list(src.paths)) for src in new.sources}),
+            ],
         )
         if created and new.idempotency_key:
             self._r.expire(keys.idempotency(new.idempotency_key), self.retention_seconds)
@@ -111,10 +122,74 @@ class JobStore:
         args: list[Any] = [repr(time.time() if now is None else now)]
         for t in tasks:
             args += [t.task_id, t.host, t.to_json()]
-        out = [str(x) for x in self._register(keys=[keys.job(job_id), keys.job_tasks(job_id)], args=args)]
+        out = [
+            str(x)
+            for x in self._register(
+                keys=[keys.job(job_id), keys.job_tasks(job_id), keys.job_hosts(job_id)], args=args
+            )
+        ]
         if not out[0]:
             return Registration("", "unknown", [])
         return Registration(out[0], out[1], out[2:])
+
+    # --- hosts planning their sources ------------------------------------------------------------
+
+    def host_sources(self, job_id: str, host: str) -> tuple[str, ...] | None:
+        """The globs ``host`` plans for the job (None when the job gave it none)."""
+        raw = self._r.hget(keys.job_sources(job_id), host)
+        return tuple(json.loads(raw)) if raw else None  # type: ignore[arg-type]
+
+    def sources_by_host(self, job_id: str) -> dict[str, tuple[str, ...]]:
+        data: dict[str, str] = self._r.hgetall(keys.job_sources(job_id))  # type: ignore[assignment]
+        return {host: tuple(json.loads(globs)) for host, globs in data.items()}
+
+    def register_plan(
+        self, job_id: str, host: str, plan: HostPlan, tasks: list[TaskSpec], now: float | None = None
+    ) -> tuple[str, str]:
+        """Record ``host``'s plan and its tasks once (first plan wins). -> (outcome, job state);
+        outcome: registered | already | closed | unknown."""
+        args: list[Any] = [repr(time.time() if now is None else now), host, plan.to_json()]
+        for t in tasks:
+            args += [t.task_id, t.to_json()]
+        outcome, state = self._register_plan(
+            keys=[keys.job(job_id), keys.job_tasks(job_id), keys.job_hosts(job_id), keys.job_plans(job_id)],
+            args=args,
+        )
+        return str(outcome), str(state)
+
+    def plans(self, job_id: str) -> dict[str, HostPlan]:
+        data: dict[str, str] = self._r.hgetall(keys.job_plans(job_id))  # type: ignore[assignment]
+        return {host: HostPlan.from_json(raw) for host, raw in data.items()}
+
+    def host_tasks(self, job_id: str, host: str) -> builtins.list[TaskSpec]:
+        return [t for t in self.tasks(job_id) if t.host == host]
+
+    def plan_sent(self, job_id: str, host: str) -> bool:
+        return bool(self._r.sismember(keys.job_plans_sent(job_id), host))
+
+    def mark_plan_sent(self, job_id: str, host: str, celery_ids: builtins.list[str]) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        if celery_ids:
+            pipe.sadd(keys.job_celery_ids(job_id), *celery_ids)
+        pipe.sadd(keys.job_plans_sent(job_id), host)
+        pipe.execute()
+
+    def host_progress(self, job_id: str) -> builtins.list[HostProgress]:
+        """Every host the job has sources or tasks on, with its plan and task counts."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hgetall(keys.job_hosts(job_id))
+        pipe.hkeys(keys.job_sources(job_id))
+        pipe.hgetall(keys.job_plans(job_id))
+        counts, sourced, plans = pipe.execute()
+        names = {field.rpartition(":")[0] for field in counts} | set(sourced) | set(plans)
+        out = []
+        for host in sorted(names):
+            def n(what: str, host: str = host) -> int:
+                return int(counts.get(f"{host}:{what}", 0))
+
+            plan = HostPlan.from_json(plans[host]) if host in plans else None
+            out.append(HostProgress(host, host in sourced, plan, n("total"), n("done"), n("failed")))
+        return out
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -251,7 +326,10 @@ class JobStore:
         size = descriptor.added_bytes if descriptor else 0
         files = descriptor.added_files_count if descriptor else 0
         status, detail = self._record(
-            keys=[keys.job(job_id), keys.job_manifests(job_id), keys.job_tasks(job_id), keys.METRICS],
+            keys=[
+                keys.job(job_id), keys.job_manifests(job_id), keys.job_tasks(job_id), keys.METRICS,
+                keys.job_hosts(job_id),
+            ],  # fmt: skip
             args=[task_id, payload, rows, size, files, repr(time.time() if now is None else now)],
         )
         return RecordResult(str(status), str(detail))
@@ -263,20 +341,31 @@ class JobStore:
         to: JobState,
         fields: dict[str, str] | None = None,
         now: float | None = None,
+        lease: str | None = None,
     ) -> tuple[bool, str]:
+        """-> (whether it happened, the state now). With ``lease`` (a commit lock token), only while
+        that lease is still held: else (False, :data:`LEASE_LOST`)."""
         ok, state = self._transition(
-            keys=[keys.job(job_id), keys.ACTIVE_JOBS, keys.METRICS, *keys.job_keys(job_id)],
+            keys=[
+                keys.job(job_id),
+                keys.ACTIVE_JOBS,
+                keys.METRICS,
+                keys.commit_lock(job_id),
+                *keys.job_keys(job_id),
+            ],
             args=[
                 _csv(allowed),
                 to.value,
                 json.dumps(fields or {}),
                 repr(time.time() if now is None else now),
                 self.retention_seconds,
+                lease or "",
             ],
         )
         return bool(ok), str(state)
 
-    def complete(self, job_id: str, snapshot_id: int | None) -> bool:
+    def complete(self, job_id: str, snapshot_id: int | None, lease: str | None = None) -> bool:
+        """COMMITTING -> COMPLETED (with ``lease``: only while that commit lease is held)."""
         if snapshot_id is not None:
             self._r.set(
                 keys.committed(job_id),
@@ -288,12 +377,16 @@ class JobStore:
             [JobState.COMMITTING],
             JobState.COMPLETED,
             {"committed_snapshot_id": str(snapshot_id) if snapshot_id is not None else ""},
+            lease=lease,
         )
         return ok
 
     def task_failed(self, job_id: str, task_id: str, reason: str, now: float | None = None) -> bool:
         out = self._task_failed(
-            keys=[keys.job(job_id), keys.job_failures(job_id), keys.METRICS],
+            keys=[
+                keys.job(job_id), keys.job_failures(job_id), keys.METRICS, keys.job_tasks(job_id),
+                keys.job_hosts(job_id),
+            ],  # fmt: skip
             args=[task_id, reason, repr(time.time() if now is None else now)],
         )
         return bool(out)
@@ -301,8 +394,23 @@ class JobStore:
     def touch(self, job_id: str, now: float | None = None) -> str:
         return str(self._touch(keys=[keys.job(job_id)], args=[repr(time.time() if now is None else now)]))
 
-    def worker_heartbeat(self, worker_id: str, now: float | None = None) -> None:
-        self._r.hset(keys.WORKERS, worker_id, repr(time.time() if now is None else now))
+    def worker_heartbeat(self, worker_id: str, now: float | None = None, concurrency: int = 0) -> None:
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hset(keys.WORKERS, worker_id, repr(time.time() if now is None else now))
+        if concurrency:
+            pipe.hset(keys.WORKER_CONCURRENCY, worker_id, str(concurrency))
+        pipe.execute()
+
+    def hosts(self, names: Iterable[str] | None = None) -> builtins.list[HostInfo]:
+        """Every host that ever heartbeat (or just ``names``, unknown ones included), by name."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hgetall(keys.WORKERS)
+        pipe.hgetall(keys.WORKER_CONCURRENCY)
+        beats, concurrency = pipe.execute()
+        wanted = sorted(beats) if names is None else sorted(set(names))
+        return [
+            HostInfo(h, float(beats[h]) if h in beats else None, int(concurrency.get(h, 0))) for h in wanted
+        ]
 
     def count(self, name: str, amount: float = 1) -> None:
         """Add to a cluster-wide counter (exported by the coordinator's /metrics)."""
@@ -323,9 +431,14 @@ class JobStore:
 
     # --- the commit lock ------------------------------------------------------------------------
 
-    def acquire_commit_lock(self, job_id: str, ttl_ms: int = keys.COMMIT_LOCK_TTL_MS) -> str | None:
+    def acquire_commit_lock(self, job_id: str, ttl_ms: int = keys.COMMIT_LEASE_MS) -> str | None:
+        """Take the job's commit lease for ``ttl_ms``: its token, or None while another holds it."""
         token = uuid.uuid4().hex
         return token if self._r.set(keys.commit_lock(job_id), token, nx=True, px=ttl_ms) else None
+
+    def renew_commit_lock(self, job_id: str, token: str, ttl_ms: int = keys.COMMIT_LEASE_MS) -> bool:
+        """Extend the lease by ``ttl_ms`` from now if ``token`` still holds it; False once it was lost."""
+        return bool(self._renew(keys=[keys.commit_lock(job_id)], args=[token, ttl_ms]))
 
     def release_commit_lock(self, job_id: str, token: str) -> None:
         self._release(keys=[keys.commit_lock(job_id)], args=[token])

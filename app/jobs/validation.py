@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 from app import keys
 from app.errors import InvalidArgument
 from app.iceberg.summary import check_extra_properties
-from app.jobs.model import TableRef, TaskSpec
+from app.jobs.model import HostSource, TableRef, TaskSpec
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -90,6 +90,7 @@ class StartJobInput:
     auto_commit: bool | None = None
     snapshot_properties: dict[str, str] = field(default_factory=dict)
     idempotency_key: str = ""
+    sources: list[HostSource] = field(default_factory=list)
 
     def validated(self) -> StartJobInput:
         check_table(self.table)
@@ -117,12 +118,41 @@ class StartJobInput:
                 "(one manifest per task; leave it 0)"
             )
         check_tasks(self.tasks)
+        check_sources(self.sources)
+        if self.sources and self.expected_manifest_count:
+            raise InvalidArgument(
+                f"expected_manifest_count={self.expected_manifest_count} cannot be given with sources: "
+                "the hosts' plans decide how many manifests to expect (leave it 0)"
+            )
         if self.idempotency_key and (
             len(self.idempotency_key) > MAX_TEXT or any(ord(c) < 32 for c in self.idempotency_key)
         ):
             raise InvalidArgument(f"idempotency_key must be 1-{MAX_TEXT} printable characters")
         check_extra_properties(self.snapshot_properties)
         return self
+
+
+MAX_SOURCE_HOSTS = 1_000
+PLANNED_TASK_PREFIX = "plan:"  # the ids of the tasks hosts plan: plan:<host>:<n>
+
+
+def check_sources(sources: list[HostSource]) -> None:
+    if len(sources) > MAX_SOURCE_HOSTS:
+        raise InvalidArgument(f"{len(sources)} sources exceed the maximum of {MAX_SOURCE_HOSTS} hosts per job")
+    seen: set[str] = set()
+    for i, source in enumerate(sources):
+        if not source.host:
+            raise InvalidArgument(f"sources[{i}].host is required (only a host sees its own files)")
+        check_id(source.host, f"sources[{i}].host")
+        if source.host in seen:
+            raise InvalidArgument(f"sources[{i}].host={source.host!r} is given twice (list its globs once)")
+        seen.add(source.host)
+        if not source.paths:
+            raise InvalidArgument(f"sources[{i}].paths is empty: give globs relative to WORKER_DATA_BASE")
+        if len(source.paths) > MAX_PATHS_PER_TASK:
+            raise InvalidArgument(f"sources[{i}] has more than {MAX_PATHS_PER_TASK} paths")
+        for j, pattern in enumerate(source.paths):
+            check_relative_pattern(pattern, f"sources[{i}].paths[{j}]")
 
 
 def check_tasks(tasks: list[TaskSpec]) -> None:
@@ -133,6 +163,11 @@ def check_tasks(tasks: list[TaskSpec]) -> None:
         check_id(task.task_id, f"tasks[{i}].task_id")
         if task.task_id in seen:
             raise InvalidArgument(f"tasks[{i}].task_id={task.task_id!r} is given twice")
+        if task.task_id.startswith(PLANNED_TASK_PREFIX) and not task.pieces:
+            raise InvalidArgument(
+                f"tasks[{i}].task_id={task.task_id!r}: ids starting with {PLANNED_TASK_PREFIX!r} are reserved "
+                "for the tasks hosts plan from sources"
+            )
         seen.add(task.task_id)
         if task.host:
             check_id(task.host, f"tasks[{i}].host")

@@ -13,6 +13,7 @@ class RecordingQueue:
     sent: list[tuple[str, str, str]] = field(default_factory=list)
     commits: list[str] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
+    plans: list[tuple[str, str]] = field(default_factory=list)
 
     def send_ingest(self, job_id: str, task: TaskSpec) -> str:
         self.sent.append((job_id, task.task_id, task.queue))
@@ -20,6 +21,10 @@ class RecordingQueue:
 
     def send_commit(self, job_id: str) -> None:
         self.commits.append(job_id)
+
+    def send_plan(self, job_id: str, host: str) -> str:
+        self.plans.append((job_id, host))
+        return f"plan-{len(self.plans)}"
 
     def revoke(self, celery_ids: list[str]) -> None:
         self.revoked.extend(celery_ids)

@@ -107,7 +107,11 @@ class SeaweedFS:
 
     REGION = "us-east-1"
 
-    def __init__(self, directory: Path, bucket: str = "tables", binary: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, bucket: str = "tables", binary: str | None = None, host: str = "127.0.0.1"
+    ) -> None:
+        """``host``: the one address every listener binds to and advertises (the chaos harness gives
+        its hosts' gateway, so that worker hosts in network namespaces reach it)."""
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", bucket):
             raise ValueError(f"bucket={bucket!r} is not a valid S3 bucket name")
         binary = binary or find_weed()
@@ -118,9 +122,10 @@ class SeaweedFS:
         self.data_dir = self.directory / "data"
         self.log_path = self.directory / "weed.log"
         self.bucket = bucket
+        self.host = host
         self.access_key = f"floe{secrets.token_hex(4)}"
         self.secret_key = secrets.token_urlsafe(24)
-        self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
+        self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES), host), strict=True))
         # `weed mini` opens unix sockets too: filer's and S3's go to a short private directory
         # (sun_path holds 108 bytes, pytest's tmp paths can be longer), removed by close(); one per
         # gRPC server goes to /tmp/seaweedfs-<server>-grpc-<port>.sock whatever $TMPDIR says, and stays
@@ -150,11 +155,11 @@ class SeaweedFS:
 
     @property
     def s3_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports['s3']}"
+        return f"http://{self.host}:{self.ports['s3']}"
 
     @property
     def catalog_uri(self) -> str:
-        return f"http://127.0.0.1:{self.ports['iceberg']}"
+        return f"http://{self.host}:{self.ports['iceberg']}"
 
     @property
     def warehouse(self) -> str:
@@ -214,8 +219,8 @@ class SeaweedFS:
             f"-config_dir={self.directory}",  # no security.toml etc. from ~/.seaweedfs or /etc/seaweedfs
             "mini",
             f"-dir={self.data_dir}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
+            f"-ip={self.host}",
+            f"-ip.bind={self.host}",
             f"-master.port={p['master']}",
             f"-master.port.grpc={p['master_grpc']}",
             f"-volume.port={p['volume']}",
@@ -322,7 +327,7 @@ class SeaweedFS:
             return set()
         try:
             with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.ports['master']}/vol/status", timeout=1
+                f"http://{self.host}:{self.ports['master']}/vol/status", timeout=1
             ) as r:
                 data_centers = json.load(r)["Volumes"]["DataCenters"] or {}
         except (OSError, ValueError, KeyError, TypeError):

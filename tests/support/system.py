@@ -127,8 +127,9 @@ class Cluster:
         self.procs.append(proc)
         return proc.start()
 
-    def start_coordinator(self) -> Proc:
-        proc = self._proc("coordinator", [sys.executable, "-m", "app.cli", "coordinator"])
+    def start_coordinator(self, name: str = "coordinator", argv: list[str] | None = None) -> Proc:
+        """``floe coordinator`` (or ``argv``, e.g. ``chaos.crashing_coordinator``) on :attr:`target`."""
+        proc = self._proc(name, argv or [sys.executable, "-m", "app.cli", "coordinator"])
         self.wait_healthy(self.target, "api.Coordinator", proc)
         return proc
 

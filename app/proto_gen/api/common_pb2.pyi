@@ -60,6 +60,34 @@ CANCELLED: JobState.ValueType  # 6
 """The job was cancelled and nothing was committed."""
 global___JobState = JobState
 
+class _SchemaMode:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _SchemaModeEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_SchemaMode.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    SCHEMA_MODE_UNSPECIFIED: _SchemaMode.ValueType  # 0
+    """The table property floe.schema-mode decides (strict when unset)."""
+    SCHEMA_MODE_STRICT: _SchemaMode.ValueType  # 1
+    """A column the table lacks, or a type the column cannot hold, fails the task naming them."""
+    SCHEMA_MODE_EVOLVE: _SchemaMode.ValueType  # 2
+    """New columns are added as optional fields and types widen where Iceberg allows."""
+    SCHEMA_MODE_IGNORE: _SchemaMode.ValueType  # 3
+    """Columns the table lacks are left out of the table (chosen explicitly)."""
+
+class SchemaMode(_SchemaMode, metaclass=_SchemaModeEnumTypeWrapper):
+    """How a job treats source columns the table lacks and values that need a wider type."""
+
+SCHEMA_MODE_UNSPECIFIED: SchemaMode.ValueType  # 0
+"""The table property floe.schema-mode decides (strict when unset)."""
+SCHEMA_MODE_STRICT: SchemaMode.ValueType  # 1
+"""A column the table lacks, or a type the column cannot hold, fails the task naming them."""
+SCHEMA_MODE_EVOLVE: SchemaMode.ValueType  # 2
+"""New columns are added as optional fields and types widen where Iceberg allows."""
+SCHEMA_MODE_IGNORE: SchemaMode.ValueType  # 3
+"""Columns the table lacks are left out of the table (chosen explicitly)."""
+global___SchemaMode = SchemaMode
+
 @typing.final
 class TableRef(google.protobuf.message.Message):
     """Identifies one Iceberg table in a configured catalog."""
@@ -230,6 +258,9 @@ class JobStatus(google.protobuf.message.Message):
     JOB_TIMEOUT_SECONDS_FIELD_NUMBER: builtins.int
     AUTO_COMMIT_FIELD_NUMBER: builtins.int
     FINISHED_AT_FIELD_NUMBER: builtins.int
+    PLANNING_FIELD_NUMBER: builtins.int
+    HOSTS_FIELD_NUMBER: builtins.int
+    SCHEMA_MODE_FIELD_NUMBER: builtins.int
     job_id: builtins.str
     """Job id."""
     state: global___JobState.ValueType
@@ -262,6 +293,10 @@ class JobStatus(google.protobuf.message.Message):
     """Job timeout in seconds that applies to this job."""
     auto_commit: builtins.bool
     """True when the coordinator commits automatically once ready_to_commit."""
+    planning: builtins.bool
+    """True while hosts are still planning their sources into tasks (expected_manifests not yet final)."""
+    schema_mode: global___SchemaMode.ValueType
+    """How the job treats source columns the table lacks and values that need a wider type."""
     @property
     def table(self) -> global___TableRef:
         """Target table."""
@@ -285,6 +320,10 @@ class JobStatus(google.protobuf.message.Message):
     @property
     def finished_at(self) -> google.protobuf.timestamp_pb2.Timestamp:
         """When the job reached a terminal state."""
+
+    @property
+    def hosts(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[global___HostStatus]:
+        """Every host the job has sources or tasks on: its plan, its tasks and its worker's liveness."""
 
     def __init__(
         self,
@@ -311,8 +350,99 @@ class JobStatus(google.protobuf.message.Message):
         job_timeout_seconds: builtins.int = ...,
         auto_commit: builtins.bool = ...,
         finished_at: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        planning: builtins.bool = ...,
+        hosts: collections.abc.Iterable[global___HostStatus] | None = ...,
+        schema_mode: global___SchemaMode.ValueType = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["created_at", b"created_at", "deadline", b"deadline", "finished_at", b"finished_at", "last_progress_at", b"last_progress_at", "snapshot", b"snapshot", "table", b"table"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["auto_commit", b"auto_commit", "bytes_written", b"bytes_written", "committed_snapshot_id", b"committed_snapshot_id", "created_at", b"created_at", "deadline", b"deadline", "expected_manifests", b"expected_manifests", "failure_reason", b"failure_reason", "files_written", b"files_written", "finished_at", b"finished_at", "job_id", b"job_id", "job_timeout_seconds", b"job_timeout_seconds", "last_progress_at", b"last_progress_at", "manifests_accepted", b"manifests_accepted", "ready_to_commit", b"ready_to_commit", "requester", b"requester", "rows_written", b"rows_written", "snapshot", b"snapshot", "state", b"state", "table", b"table", "tasks_done", b"tasks_done", "tasks_failed", b"tasks_failed", "tasks_total", b"tasks_total"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["auto_commit", b"auto_commit", "bytes_written", b"bytes_written", "committed_snapshot_id", b"committed_snapshot_id", "created_at", b"created_at", "deadline", b"deadline", "expected_manifests", b"expected_manifests", "failure_reason", b"failure_reason", "files_written", b"files_written", "finished_at", b"finished_at", "hosts", b"hosts", "job_id", b"job_id", "job_timeout_seconds", b"job_timeout_seconds", "last_progress_at", b"last_progress_at", "manifests_accepted", b"manifests_accepted", "planning", b"planning", "ready_to_commit", b"ready_to_commit", "requester", b"requester", "rows_written", b"rows_written", "schema_mode", b"schema_mode", "snapshot", b"snapshot", "state", b"state", "table", b"table", "tasks_done", b"tasks_done", "tasks_failed", b"tasks_failed", "tasks_total", b"tasks_total"]) -> None: ...
 
 global___JobStatus = JobStatus
+
+@typing.final
+class HostSource(google.protobuf.message.Message):
+    """Files on one host, for that host to list, size and plan into tasks."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: builtins.int
+    PATHS_FIELD_NUMBER: builtins.int
+    host: builtins.str
+    """Host whose worker plans (and runs) these files."""
+    @property
+    def paths(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
+        """Globs relative to that host's WORKER_DATA_BASE."""
+
+    def __init__(
+        self,
+        *,
+        host: builtins.str = ...,
+        paths: collections.abc.Iterable[builtins.str] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["host", b"host", "paths", b"paths"]) -> None: ...
+
+global___HostSource = HostSource
+
+@typing.final
+class HostStatus(google.protobuf.message.Message):
+    """One host of a job: its plan, its tasks and its worker's liveness."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: builtins.int
+    PLANNING_FIELD_NUMBER: builtins.int
+    PLANNED_FILES_FIELD_NUMBER: builtins.int
+    PLANNED_BYTES_FIELD_NUMBER: builtins.int
+    PLAN_NOTE_FIELD_NUMBER: builtins.int
+    TASKS_TOTAL_FIELD_NUMBER: builtins.int
+    TASKS_QUEUED_FIELD_NUMBER: builtins.int
+    TASKS_RUNNING_FIELD_NUMBER: builtins.int
+    TASKS_DONE_FIELD_NUMBER: builtins.int
+    TASKS_FAILED_FIELD_NUMBER: builtins.int
+    LIVE_FIELD_NUMBER: builtins.int
+    LAST_HEARTBEAT_FIELD_NUMBER: builtins.int
+    CONCURRENCY_FIELD_NUMBER: builtins.int
+    host: builtins.str
+    """Host id (its queue is host-<host>)."""
+    planning: builtins.bool
+    """True while the host has sources it has not planned yet."""
+    planned_files: builtins.int
+    """Files and bytes the host's plan covers."""
+    planned_bytes: builtins.int
+    plan_note: builtins.str
+    """What the planner has to say, e.g. that no file matched the globs."""
+    tasks_total: builtins.int
+    """The host's tasks, by progress."""
+    tasks_queued: builtins.int
+    tasks_running: builtins.int
+    tasks_done: builtins.int
+    tasks_failed: builtins.int
+    live: builtins.bool
+    """True when the host's worker heartbeat within the last 15 seconds."""
+    concurrency: builtins.int
+    """Worker processes the host runs tasks with (0 when unknown)."""
+    @property
+    def last_heartbeat(self) -> google.protobuf.timestamp_pb2.Timestamp:
+        """The worker's last heartbeat; unset when none was ever seen."""
+
+    def __init__(
+        self,
+        *,
+        host: builtins.str = ...,
+        planning: builtins.bool = ...,
+        planned_files: builtins.int = ...,
+        planned_bytes: builtins.int = ...,
+        plan_note: builtins.str = ...,
+        tasks_total: builtins.int = ...,
+        tasks_queued: builtins.int = ...,
+        tasks_running: builtins.int = ...,
+        tasks_done: builtins.int = ...,
+        tasks_failed: builtins.int = ...,
+        live: builtins.bool = ...,
+        last_heartbeat: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        concurrency: builtins.int = ...,
+    ) -> None: ...
+    def HasField(self, field_name: typing.Literal["last_heartbeat", b"last_heartbeat"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["concurrency", b"concurrency", "host", b"host", "last_heartbeat", b"last_heartbeat", "live", b"live", "plan_note", b"plan_note", "planned_bytes", b"planned_bytes", "planned_files", b"planned_files", "planning", b"planning", "tasks_done", b"tasks_done", "tasks_failed", b"tasks_failed", "tasks_queued", b"tasks_queued", "tasks_running", b"tasks_running", "tasks_total", b"tasks_total"]) -> None: ...
+
+global___HostStatus = HostStatus

@@ -26,7 +26,7 @@ from app.proto_gen.api import common_pb2 as app_dot_proto__gen_dot_api_dot_commo
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#app/proto_gen/api/coordinator.proto\x12\x03\x61pi\x1a\x1e\x61pp/proto_gen/api/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x02\n\x0fStartJobRequest\x12\x1c\n\x05table\x18\x01 \x01(\x0b\x32\r.api.TableRef\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x1b\n\x13job_timeout_seconds\x18\x03 \x01(\x05\x12\x1e\n\x05tasks\x18\x04 \x03(\x0b\x32\x0f.api.IngestTask\x12\x1f\n\x17\x65xpected_manifest_count\x18\x05 \x01(\x05\x12\x18\n\x0b\x61uto_commit\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12I\n\x13snapshot_properties\x18\x07 \x03(\x0b\x32,.api.StartJobRequest.SnapshotPropertiesEntry\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x1a\x39\n\x17SnapshotPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_auto_commit\"\x7f\n\x10StartJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x08snapshot\x18\x02 \x01(\x0b\x32\x18.api.DistributedSnapshot\x12\x1e\n\x06status\x18\x03 \x01(\x0b\x32\x0e.api.JobStatus\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\"%\n\x13GetJobStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x10\x43ommitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"s\n\x11\x43ommitJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x02 \x01(\x03\x12\x1e\n\x06status\x18\x03 \x01(\x0b\x32\x0e.api.JobStatus\x12\x19\n\x11\x61lready_committed\x18\x04 \x01(\x08\"_\n\x15ReportManifestRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12#\n\x08manifest\x18\x03 \x01(\x0b\x32\x11.api.ManifestInfo\"n\n\x16ReportManifestResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x1e\n\x06status\x18\x04 \x01(\x0b\x32\x0e.api.JobStatus\"G\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08task_ids\x18\x03 \x03(\t\"X\n\x11HeartbeatResponse\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\njob_active\x18\x02 \x01(\x08\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x1d\n\x06states\x18\x02 \x03(\x0e\x32\r.api.JobState\"0\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.api.JobStatus\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t2\xe4\x03\n\x0b\x43oordinator\x12\x37\n\x08StartJob\x12\x14.api.StartJobRequest\x1a\x15.api.StartJobResponse\x12\x38\n\x0cGetJobStatus\x12\x18.api.GetJobStatusRequest\x1a\x0e.api.JobStatus\x12:\n\tCommitJob\x12\x15.api.CommitJobRequest\x1a\x16.api.CommitJobResponse\x12I\n\x0eReportManifest\x12\x1a.api.ReportManifestRequest\x1a\x1b.api.ReportManifestResponse\x12:\n\tHeartbeat\x12\x15.api.HeartbeatRequest\x1a\x16.api.HeartbeatResponse\x12\x32\n\tCancelJob\x12\x15.api.CancelJobRequest\x1a\x0e.api.JobStatus\x12\x37\n\x08ListJobs\x12\x14.api.ListJobsRequest\x1a\x15.api.ListJobsResponse\x12\x32\n\x08WatchJob\x12\x14.api.WatchJobRequest\x1a\x0e.api.JobStatus0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#app/proto_gen/api/coordinator.proto\x12\x03\x61pi\x1a\x1e\x61pp/proto_gen/api/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x03\n\x0fStartJobRequest\x12\x1c\n\x05table\x18\x01 \x01(\x0b\x32\r.api.TableRef\x12\x11\n\trequester\x18\x02 \x01(\t\x12\x1b\n\x13job_timeout_seconds\x18\x03 \x01(\x05\x12\x1e\n\x05tasks\x18\x04 \x03(\x0b\x32\x0f.api.IngestTask\x12\x1f\n\x17\x65xpected_manifest_count\x18\x05 \x01(\x05\x12\x18\n\x0b\x61uto_commit\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12I\n\x13snapshot_properties\x18\x07 \x03(\x0b\x32,.api.StartJobRequest.SnapshotPropertiesEntry\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12 \n\x07sources\x18\t \x03(\x0b\x32\x0f.api.HostSource\x12$\n\x0bschema_mode\x18\n \x01(\x0e\x32\x0f.api.SchemaMode\x1a\x39\n\x17SnapshotPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_auto_commit\"\x7f\n\x10StartJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x08snapshot\x18\x02 \x01(\x0b\x32\x18.api.DistributedSnapshot\x12\x1e\n\x06status\x18\x03 \x01(\x0b\x32\x0e.api.JobStatus\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\"%\n\x13GetJobStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\"\n\x10\x43ommitJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"s\n\x11\x43ommitJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x02 \x01(\x03\x12\x1e\n\x06status\x18\x03 \x01(\x0b\x32\x0e.api.JobStatus\x12\x19\n\x11\x61lready_committed\x18\x04 \x01(\x08\"_\n\x15ReportManifestRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12#\n\x08manifest\x18\x03 \x01(\x0b\x32\x11.api.ManifestInfo\"n\n\x16ReportManifestResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x1e\n\x06status\x18\x04 \x01(\x0b\x32\x0e.api.JobStatus\"G\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08task_ids\x18\x03 \x03(\t\"X\n\x11HeartbeatResponse\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\njob_active\x18\x02 \x01(\x08\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x1d\n\x06states\x18\x02 \x03(\x0e\x32\r.api.JobState\"0\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.api.JobStatus\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x12\n\x10ListHostsRequest\"3\n\x11ListHostsResponse\x12\x1e\n\x05hosts\x18\x01 \x03(\x0b\x32\x0f.api.HostStatus2\xa0\x04\n\x0b\x43oordinator\x12\x37\n\x08StartJob\x12\x14.api.StartJobRequest\x1a\x15.api.StartJobResponse\x12\x38\n\x0cGetJobStatus\x12\x18.api.GetJobStatusRequest\x1a\x0e.api.JobStatus\x12:\n\tCommitJob\x12\x15.api.CommitJobRequest\x1a\x16.api.CommitJobResponse\x12I\n\x0eReportManifest\x12\x1a.api.ReportManifestRequest\x1a\x1b.api.ReportManifestResponse\x12:\n\tHeartbeat\x12\x15.api.HeartbeatRequest\x1a\x16.api.HeartbeatResponse\x12\x32\n\tCancelJob\x12\x15.api.CancelJobRequest\x1a\x0e.api.JobStatus\x12\x37\n\x08ListJobs\x12\x14.api.ListJobsRequest\x1a\x15.api.ListJobsResponse\x12\x32\n\x08WatchJob\x12\x14.api.WatchJobRequest\x1a\x0e.api.JobStatus0\x01\x12:\n\tListHosts\x12\x15.api.ListHostsRequest\x1a\x16.api.ListHostsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,33 +36,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTJOBREQUEST_SNAPSHOTPROPERTIESENTRY']._loaded_options = None
   _globals['_STARTJOBREQUEST_SNAPSHOTPROPERTIESENTRY']._serialized_options = b'8\001'
   _globals['_STARTJOBREQUEST']._serialized_start=110
-  _globals['_STARTJOBREQUEST']._serialized_end=471
-  _globals['_STARTJOBREQUEST_SNAPSHOTPROPERTIESENTRY']._serialized_start=398
-  _globals['_STARTJOBREQUEST_SNAPSHOTPROPERTIESENTRY']._serialized_end=455
-  _globals['_STARTJOBRESPONSE']._serialized_start=473
-  _globals['_STARTJOBRESPONSE']._serialized_end=600
-  _globals['_GETJOBSTATUSREQUEST']._serialized_start=602
-  _globals['_GETJOBSTATUSREQUEST']._serialized_end=639
-  _globals['_COMMITJOBREQUEST']._serialized_start=641
-  _globals['_COMMITJOBREQUEST']._serialized_end=675
-  _globals['_COMMITJOBRESPONSE']._serialized_start=677
-  _globals['_COMMITJOBRESPONSE']._serialized_end=792
-  _globals['_REPORTMANIFESTREQUEST']._serialized_start=794
-  _globals['_REPORTMANIFESTREQUEST']._serialized_end=889
-  _globals['_REPORTMANIFESTRESPONSE']._serialized_start=891
-  _globals['_REPORTMANIFESTRESPONSE']._serialized_end=1001
-  _globals['_HEARTBEATREQUEST']._serialized_start=1003
-  _globals['_HEARTBEATREQUEST']._serialized_end=1074
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1076
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1164
-  _globals['_CANCELJOBREQUEST']._serialized_start=1166
-  _globals['_CANCELJOBREQUEST']._serialized_end=1216
-  _globals['_LISTJOBSREQUEST']._serialized_start=1218
-  _globals['_LISTJOBSREQUEST']._serialized_end=1281
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1283
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1331
-  _globals['_WATCHJOBREQUEST']._serialized_start=1333
-  _globals['_WATCHJOBREQUEST']._serialized_end=1366
-  _globals['_COORDINATOR']._serialized_start=1369
-  _globals['_COORDINATOR']._serialized_end=1853
+  _globals['_STARTJOBREQUEST']._serialized_end=543
+  _globals['_STARTJOBREQUEST_SNAPSHOTPROPERTIESENTRY']._serialized_start=470
+  _globals['_STARTJOBREQUEST_SNAPSHOTPROPERTIESENTRY']._serialized_end=527
+  _globals['_STARTJOBRESPONSE']._serialized_start=545
+  _globals['_STARTJOBRESPONSE']._serialized_end=672
+  _globals['_GETJOBSTATUSREQUEST']._serialized_start=674
+  _globals['_GETJOBSTATUSREQUEST']._serialized_end=711
+  _globals['_COMMITJOBREQUEST']._serialized_start=713
+  _globals['_COMMITJOBREQUEST']._serialized_end=747
+  _globals['_COMMITJOBRESPONSE']._serialized_start=749
+  _globals['_COMMITJOBRESPONSE']._serialized_end=864
+  _globals['_REPORTMANIFESTREQUEST']._serialized_start=866
+  _globals['_REPORTMANIFESTREQUEST']._serialized_end=961
+  _globals['_REPORTMANIFESTRESPONSE']._serialized_start=963
+  _globals['_REPORTMANIFESTRESPONSE']._serialized_end=1073
+  _globals['_HEARTBEATREQUEST']._serialized_start=1075
+  _globals['_HEARTBEATREQUEST']._serialized_end=1146
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1148
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1236
+  _globals['_CANCELJOBREQUEST']._serialized_start=1238
+  _globals['_CANCELJOBREQUEST']._serialized_end=1288
+  _globals['_LISTJOBSREQUEST']._serialized_start=1290
+  _globals['_LISTJOBSREQUEST']._serialized_end=1353
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1355
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1403
+  _globals['_WATCHJOBREQUEST']._serialized_start=1405
+  _globals['_WATCHJOBREQUEST']._serialized_end=1438
+  _globals['_LISTHOSTSREQUEST']._serialized_start=1440
+  _globals['_LISTHOSTSREQUEST']._serialized_end=1458
+  _globals['_LISTHOSTSRESPONSE']._serialized_start=1460
+  _globals['_LISTHOSTSRESPONSE']._serialized_end=1511
+  _globals['_COORDINATOR']._serialized_start=1514
+  _globals['_COORDINATOR']._serialized_end=2058
 # @@protoc_insertion_point(module_scope)

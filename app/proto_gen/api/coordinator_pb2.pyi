@@ -44,6 +44,8 @@ class StartJobRequest(google.protobuf.message.Message):
     AUTO_COMMIT_FIELD_NUMBER: builtins.int
     SNAPSHOT_PROPERTIES_FIELD_NUMBER: builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: builtins.int
+    SOURCES_FIELD_NUMBER: builtins.int
+    SCHEMA_MODE_FIELD_NUMBER: builtins.int
     requester: builtins.str
     """Who is starting the job."""
     job_timeout_seconds: builtins.int
@@ -54,6 +56,8 @@ class StartJobRequest(google.protobuf.message.Message):
     """Commit automatically once all manifests are in; unset uses the server default."""
     idempotency_key: builtins.str
     """Repeating a request with the same key returns the existing job instead of a new one."""
+    schema_mode: app.proto_gen.api.common_pb2.SchemaMode.ValueType
+    """Source columns the table lacks: strict (default), evolve or ignore."""
     @property
     def table(self) -> app.proto_gen.api.common_pb2.TableRef:
         """Table to ingest into."""
@@ -66,6 +70,10 @@ class StartJobRequest(google.protobuf.message.Message):
     def snapshot_properties(self) -> google.protobuf.internal.containers.ScalarMap[builtins.str, builtins.str]:
         """Extra properties recorded on the committed snapshot summary."""
 
+    @property
+    def sources(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[app.proto_gen.api.common_pb2.HostSource]:
+        """Files per host for the hosts to plan into tasks themselves (beside or instead of tasks)."""
+
     def __init__(
         self,
         *,
@@ -77,9 +85,11 @@ class StartJobRequest(google.protobuf.message.Message):
         auto_commit: builtins.bool | None = ...,
         snapshot_properties: collections.abc.Mapping[builtins.str, builtins.str] | None = ...,
         idempotency_key: builtins.str = ...,
+        sources: collections.abc.Iterable[app.proto_gen.api.common_pb2.HostSource] | None = ...,
+        schema_mode: app.proto_gen.api.common_pb2.SchemaMode.ValueType = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["_auto_commit", b"_auto_commit", "auto_commit", b"auto_commit", "table", b"table"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["_auto_commit", b"_auto_commit", "auto_commit", b"auto_commit", "expected_manifest_count", b"expected_manifest_count", "idempotency_key", b"idempotency_key", "job_timeout_seconds", b"job_timeout_seconds", "requester", b"requester", "snapshot_properties", b"snapshot_properties", "table", b"table", "tasks", b"tasks"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["_auto_commit", b"_auto_commit", "auto_commit", b"auto_commit", "expected_manifest_count", b"expected_manifest_count", "idempotency_key", b"idempotency_key", "job_timeout_seconds", b"job_timeout_seconds", "requester", b"requester", "schema_mode", b"schema_mode", "snapshot_properties", b"snapshot_properties", "sources", b"sources", "table", b"table", "tasks", b"tasks"]) -> None: ...
     def WhichOneof(self, oneof_group: typing.Literal["_auto_commit", b"_auto_commit"]) -> typing.Literal["auto_commit"] | None: ...
 
 global___StartJobRequest = StartJobRequest
@@ -386,3 +396,35 @@ class WatchJobRequest(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["job_id", b"job_id"]) -> None: ...
 
 global___WatchJobRequest = WatchJobRequest
+
+@typing.final
+class ListHostsRequest(google.protobuf.message.Message):
+    """Request to list worker hosts."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+
+global___ListHostsRequest = ListHostsRequest
+
+@typing.final
+class ListHostsResponse(google.protobuf.message.Message):
+    """Result of ListHosts."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    HOSTS_FIELD_NUMBER: builtins.int
+    @property
+    def hosts(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[app.proto_gen.api.common_pb2.HostStatus]:
+        """Hosts whose worker heartbeat recently (liveness in each)."""
+
+    def __init__(
+        self,
+        *,
+        hosts: collections.abc.Iterable[app.proto_gen.api.common_pb2.HostStatus] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["hosts", b"hosts"]) -> None: ...
+
+global___ListHostsResponse = ListHostsResponse

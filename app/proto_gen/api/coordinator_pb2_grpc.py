@@ -76,6 +76,11 @@ class CoordinatorStub(object):
                 request_serializer=app_dot_proto__gen_dot_api_dot_coordinator__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=app_dot_proto__gen_dot_api_dot_common__pb2.JobStatus.FromString,
                 _registered_method=True)
+        self.ListHosts = channel.unary_unary(
+                '/api.Coordinator/ListHosts',
+                request_serializer=app_dot_proto__gen_dot_api_dot_coordinator__pb2.ListHostsRequest.SerializeToString,
+                response_deserializer=app_dot_proto__gen_dot_api_dot_coordinator__pb2.ListHostsResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -138,6 +143,13 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListHosts(self, request, context):
+        """Lists the worker hosts seen recently, with their liveness and concurrency.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +192,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=app_dot_proto__gen_dot_api_dot_coordinator__pb2.WatchJobRequest.FromString,
                     response_serializer=app_dot_proto__gen_dot_api_dot_common__pb2.JobStatus.SerializeToString,
+            ),
+            'ListHosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHosts,
+                    request_deserializer=app_dot_proto__gen_dot_api_dot_coordinator__pb2.ListHostsRequest.FromString,
+                    response_serializer=app_dot_proto__gen_dot_api_dot_coordinator__pb2.ListHostsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -399,6 +416,33 @@ class Coordinator(object):
             '/api.Coordinator/WatchJob',
             app_dot_proto__gen_dot_api_dot_coordinator__pb2.WatchJobRequest.SerializeToString,
             app_dot_proto__gen_dot_api_dot_common__pb2.JobStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/api.Coordinator/ListHosts',
+            app_dot_proto__gen_dot_api_dot_coordinator__pb2.ListHostsRequest.SerializeToString,
+            app_dot_proto__gen_dot_api_dot_coordinator__pb2.ListHostsResponse.FromString,
             options,
             channel_credentials,
             insecure,

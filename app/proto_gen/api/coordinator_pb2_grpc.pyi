@@ -70,6 +70,12 @@ class CoordinatorStub:
     ]
     """Streams a job's status on every change until it reaches a terminal state."""
 
+    ListHosts: grpc.UnaryUnaryMultiCallable[
+        app.proto_gen.api.coordinator_pb2.ListHostsRequest,
+        app.proto_gen.api.coordinator_pb2.ListHostsResponse,
+    ]
+    """Lists the worker hosts seen recently, with their liveness and concurrency."""
+
 class CoordinatorAsyncStub:
     """Plans, tracks and atomically commits ingest jobs."""
 
@@ -120,6 +126,12 @@ class CoordinatorAsyncStub:
         app.proto_gen.api.common_pb2.JobStatus,
     ]
     """Streams a job's status on every change until it reaches a terminal state."""
+
+    ListHosts: grpc.aio.UnaryUnaryMultiCallable[
+        app.proto_gen.api.coordinator_pb2.ListHostsRequest,
+        app.proto_gen.api.coordinator_pb2.ListHostsResponse,
+    ]
+    """Lists the worker hosts seen recently, with their liveness and concurrency."""
 
 class CoordinatorServicer(metaclass=abc.ABCMeta):
     """Plans, tracks and atomically commits ingest jobs."""
@@ -187,5 +199,13 @@ class CoordinatorServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[collections.abc.Iterator[app.proto_gen.api.common_pb2.JobStatus], collections.abc.AsyncIterator[app.proto_gen.api.common_pb2.JobStatus]]:
         """Streams a job's status on every change until it reaches a terminal state."""
+
+    @abc.abstractmethod
+    def ListHosts(
+        self,
+        request: app.proto_gen.api.coordinator_pb2.ListHostsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[app.proto_gen.api.coordinator_pb2.ListHostsResponse, collections.abc.Awaitable[app.proto_gen.api.coordinator_pb2.ListHostsResponse]]:
+        """Lists the worker hosts seen recently, with their liveness and concurrency."""
 
 def add_CoordinatorServicer_to_server(servicer: CoordinatorServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
