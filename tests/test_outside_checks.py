@@ -125,6 +125,51 @@ def test_node_client_discovers_the_coordinator_by_reflection_and_starts_a_job(
     assert seen.snapshot.snapshot_id == snapshot_id and seen.requester == "demo-user"
 
 
+def test_node_client_follows_the_walkthrough_and_a_late_assign_retry_is_acknowledged(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # Given a coordinator and a `floe worker` (Celery worker + api.Worker facade) with each task's data
+    node = _node()
+    make_table(cluster.catalog, "demo.events")
+    write_csv(cluster.data_dir("worker-1") / "task-1" / "a.csv", rows(0, 30))
+    write_csv(cluster.data_dir("worker-1") / "task-2" / "b.csv", rows(30, 20))
+    cluster.start_coordinator()
+    _, worker_target = cluster.start_facade_worker("worker-1")
+    workdir = tmp_path / "node-cwd"
+    workdir.mkdir()
+    # When a grpc-js client that knows the API only by reflection follows the walkthrough and then
+    # retries its AssignTasks after the commit (its first answer was lost), and sends a new id late
+    done = subprocess.run(
+        [node, str(JS_DIR / "walkthrough.js"), cluster.target, worker_target, "worker-1"],
+        cwd=workdir, capture_output=True, text=True, timeout=150, env={**os.environ, "NODE_NO_WARNINGS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}\n{cluster.logs()}"
+    steps = _json_lines(done.stdout)
+    # Then the walkthrough ran: assigned, repeated harmlessly, ready, committed
+    assert steps["AssignTasks"]["response"]["accepted_task_ids"] == ["task-1", "task-2"]
+    again = steps["AssignTasks-again"]["response"]
+    assert again["accepted_task_ids"] == [] and sorted(again["already_assigned_task_ids"]) == ["task-1", "task-2"]
+    assert steps["GetJobStatus-ready"]["response"]["ready_to_commit"] is True
+    committed = steps["CommitJob"]["response"]
+    assert committed["status"]["state"] == "COMPLETED"
+    # the late retry is acknowledged: known, nothing run again, the recorded manifests re-reported
+    late = steps["AssignTasks-late-retry"]
+    assert "code" not in late, late
+    assert late["response"]["job_state"] == "COMPLETED" and late["response"]["accepted_task_ids"] == []
+    assert sorted(late["response"]["already_assigned_task_ids"]) == ["task-1", "task-2"]
+    # (a map reaches a reflection-built grpc-js client as its wire form: repeated {key, value} entries)
+    recorded = {e["key"]: e["value"] for e in late["response"]["recorded_manifests"]}
+    assert sorted(recorded) == ["task-1", "task-2"] and all(v.endswith(".avro") for v in recorded.values())
+    # a new id on the completed job is refused, naming it, and nothing changed
+    new = steps["AssignTasks-late-new"]
+    assert new["code_name"] == "FAILED_PRECONDITION", new
+    assert "it takes no more tasks; new task ids refused: task-3" in new["details"]
+    final = steps["GetJobStatus-final"]["response"]
+    assert final["state"] == "COMPLETED" and final["tasks_total"] == 2 and final["rows_written"] == "50"
+    table = cluster.catalog.load_table("demo.events")
+    assert len(table.snapshots()) == 1 and table.scan().to_arrow().num_rows == 50
+
+
 # --- 2. iceberg-rust reads what Floe committed ---------------------------------------------------
 
 
