@@ -58,3 +58,18 @@ def cluster(tmp_path: Path, redis_server: object) -> Iterator[object]:
         yield c
     finally:
         c.stop_all()
+
+
+@pytest.fixture(params=["file-sql", "s3-rest"])
+def topology_cluster(request: pytest.FixtureRequest, tmp_path: Path, redis_server: object) -> Iterator[object]:
+    """A real Floe cluster on each production topology: SQLite + a file:// warehouse, and SeaweedFS's
+    Iceberg REST catalog + S3 object storage (tests.support.seaweedfs); namespace ``demo`` made."""
+    from tests.support.system import Cluster
+
+    env = request.getfixturevalue("seaweedfs").env() if request.param == "s3-rest" else None
+    c = Cluster(tmp_path / "floe", redis_server.url, catalog_env=env)  # type: ignore[attr-defined]
+    c.catalog.create_namespace("demo")
+    try:
+        yield c
+    finally:
+        c.stop_all()

@@ -126,8 +126,9 @@ def test_node_client_discovers_the_coordinator_by_reflection_and_starts_a_job(
 
 
 def test_node_client_follows_the_walkthrough_and_a_late_assign_retry_is_acknowledged(
-    cluster: Cluster, tmp_path: Path
+    topology_cluster: Cluster, tmp_path: Path
 ) -> None:
+    cluster = topology_cluster  # SQLite + file://, and the REST catalog + S3
     # Given a coordinator and a `floe worker` (Celery worker + api.Worker facade) with each task's data
     node = _node()
     make_table(cluster.catalog, "demo.events")
