@@ -17,6 +17,30 @@ def _inside(base: Path, path: Path) -> bool:
         return False
 
 
+def _matches(root: Path, pattern: str, label: str) -> list[Path]:
+    """What ``pattern`` matches below ``root``, resolved; a match that resolves outside is refused."""
+    check_relative_pattern(pattern, label)
+    matches = sorted(root.glob(pattern)) if any(c in pattern for c in "*?[") else [root / pattern]
+    found = []
+    for match in (m for m in matches if m.exists() or m.is_symlink()):
+        real = match.resolve()
+        if not _inside(root, real):
+            raise InvalidArgument(f"{match} resolves to {real}, outside WORKER_DATA_BASE {root}")
+        found.append(real)
+    return found
+
+
+def _files_below(root: Path, directory: Path) -> list[Path]:
+    """Every file below ``directory`` (sorted), refusing any that resolves outside ``root``."""
+    files = []
+    for inner in sorted(directory.rglob("*")):
+        if inner.is_file():
+            if not _inside(root, inner.resolve()):
+                raise InvalidArgument(f"{inner} resolves to {inner.resolve()}, outside WORKER_DATA_BASE {root}")
+            files.append(inner)
+    return files
+
+
 def resolve_sources(base: Path, task_id: str, patterns: tuple[str, ...] | list[str]) -> list[Path]:
     """The files a task reads: globs relative to ``base``, or ``base/<task_id>/`` when none are given.
 
@@ -34,23 +58,14 @@ def resolve_sources(base: Path, task_id: str, patterns: tuple[str, ...] | list[s
         patterns = [task_id]
     found: list[Path] = []
     for i, pattern in enumerate(patterns):
-        check_relative_pattern(pattern, f"paths[{i}]")
-        matches = sorted(root.glob(pattern)) if any(c in pattern for c in "*?[") else [root / pattern]
-        matches = [m for m in matches if m.exists() or m.is_symlink()]
+        matches = _matches(root, pattern, f"paths[{i}]")
         if not matches:
             raise SourceError(
                 f"{root / pattern}: no file matches (paths are relative to WORKER_DATA_BASE {root})"
             )
-        for match in matches:
-            real = match.resolve()
-            if not _inside(root, real):
-                raise InvalidArgument(f"{match} resolves to {real}, outside WORKER_DATA_BASE {root}")
+        for real in matches:
             if real.is_dir():
-                for inner in sorted(real.rglob("*")):
-                    if inner.is_file() and not _inside(root, inner.resolve()):
-                        raise InvalidArgument(
-                            f"{inner} resolves to {inner.resolve()}, outside WORKER_DATA_BASE {root}"
-                        )
+                _files_below(root, real)  # refuse a directory that leads outside, before reading any
             found.append(real)
     return found
 
@@ -67,24 +82,14 @@ def find_host_files(base: Path, patterns: tuple[str, ...] | list[str]) -> tuple[
     files: dict[Path, None] = {}
     unmatched: list[str] = []
     for i, pattern in enumerate(patterns):
-        check_relative_pattern(pattern, f"paths[{i}]")
-        matches = sorted(root.glob(pattern)) if any(c in pattern for c in "*?[") else [root / pattern]
-        matches = [m for m in matches if m.exists() or m.is_symlink()]
+        matches = _matches(root, pattern, f"paths[{i}]")
         if not matches:
             unmatched.append(pattern)
-        for match in matches:
-            real = match.resolve()
-            if not _inside(root, real):
-                raise InvalidArgument(f"{match} resolves to {real}, outside WORKER_DATA_BASE {root}")
+        for real in matches:
             if real.is_dir():
-                for inner in sorted(real.rglob("*")):
-                    if not inner.is_file() or inner.name.startswith(".") or not is_supported(inner):
-                        continue
-                    if not _inside(root, inner.resolve()):
-                        raise InvalidArgument(
-                            f"{inner} resolves to {inner.resolve()}, outside WORKER_DATA_BASE {root}"
-                        )
-                    files[inner.resolve()] = None
+                for inner in _files_below(root, real):
+                    if not inner.name.startswith(".") and is_supported(inner):
+                        files[inner.resolve()] = None
             else:
                 source_format(real)  # a file named directly must be readable
                 files[real] = None

@@ -75,7 +75,10 @@ def _leave_job(**_kwargs: Any) -> None:
 RETRYABLE = (RetryableError, OSError, redis.ConnectionError, redis.TimeoutError)
 
 
-class IngestTask(Task):  # type: ignore[misc]
+class RetriedTask(Task):  # type: ignore[misc]
+    """Retryable errors retry with backoff; a permanent one, or running out of retries, ends the task
+    and records why on the job (``failed``)."""
+
     autoretry_for = RETRYABLE
     retry_backoff = 2
     retry_backoff_max = 60
@@ -83,11 +86,18 @@ class IngestTask(Task):  # type: ignore[misc]
     max_retries = 5
 
     def on_failure(self, exc: BaseException, celery_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        job_id, task_id = args[0], args[1]  # Floe's ids; celery_id is Celery's message id
         if isinstance(exc, PermanentError):
             reason = str(exc)
         else:
             reason = f"gave up after {self.request.retries} retries: {type(exc).__name__}: {exc}"
+        self.failed(args[0], args[1], reason)  # Floe's ids; celery_id is Celery's message id
+
+    def failed(self, job_id: str, subject: str, reason: str) -> None:
+        raise NotImplementedError
+
+
+class IngestTask(RetriedTask):
+    def failed(self, job_id: str, task_id: str, reason: str) -> None:
         get_service().task_failed(job_id, task_id, reason, permanent=True)
 
 
@@ -96,17 +106,9 @@ def ingest(self: Task, job_id: str, task_id: str) -> str:
     return run_task(get_service(), job_id, task_id, get_settings())
 
 
-class PlanTask(Task):  # type: ignore[misc]
-    autoretry_for = RETRYABLE
-    retry_backoff = 2
-    retry_backoff_max = 60
-    retry_jitter = True
-    max_retries = 5
-
-    def on_failure(self, exc: BaseException, celery_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        job_id, host = args[0], args[1]
-        detail = str(exc) if isinstance(exc, PermanentError) else f"gave up after {self.request.retries} retries: {type(exc).__name__}: {exc}"
-        get_service().fail_job(job_id, f"host {host} could not plan its sources: {detail}")
+class PlanTask(RetriedTask):
+    def failed(self, job_id: str, host: str, reason: str) -> None:
+        get_service().fail_job(job_id, f"host {host} could not plan its sources: {reason}")
 
 
 @shared_task(name=PLAN_TASK, base=PlanTask, bind=True)
