@@ -143,13 +143,34 @@ def _calls(path: Path) -> Iterator[tuple[int, str]]:
                 yield node.lineno, f"{node.module}.{alias.name}"
 
 
+def _called(path: Path) -> Iterator[tuple[int, str]]:
+    """Dotted names of what the module calls (``redis.Redis.from_url(...)``); imported names as such."""
+    tree = ast.parse(path.read_text(), str(path))
+    aliases = {
+        alias.asname or alias.name: f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("redis")
+        for alias in node.names
+    }
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        chain: list[str] = []
+        cur: ast.expr = node.func
+        while isinstance(cur, ast.Attribute):
+            chain.append(cur.attr)
+            cur = cur.value
+        if isinstance(cur, ast.Name):
+            yield node.lineno, ".".join([aliases.get(cur.id, cur.id), *reversed(chain)])
+
+
 def test_only_the_job_store_holds_a_redis_client() -> None:
     makers = ("redis.Redis", "redis.StrictRedis", "redis.from_url", "redis.client.Redis", "redis.asyncio")
     found = [
         f"{name} line {line}: {used}"
         for name, path in MODULES.items()
         if name != REDIS_HOLDER
-        for line, used in _calls(path)
+        for line, used in _called(path)
         if any(used == m or used.startswith(m + ".") for m in makers)
     ]
     assert not found, f"only {REDIS_HOLDER} may make a Redis client:\n" + "\n".join(found)
@@ -177,4 +198,8 @@ def test_the_rules_catch_what_they_forbid(tmp_path: Path) -> None:
     imports = {target for _, target in _imports("app.jobs.bad", bad)}
     assert {"workers.tasks", "celery", "app.jobs.store"} <= imports
     used = {u for _, u in _calls(bad)}
-    assert "os.environ.get" in used and "redis.Redis.from_url" in used
+    assert "os.environ.get" in used
+    assert "redis.Redis.from_url" in {u for _, u in _called(bad)}
+    aliased = tmp_path / "aliased.py"
+    aliased.write_text("from redis import Redis as R\nclient = R(host='h')\n")
+    assert {u for _, u in _called(aliased)} == {"redis.Redis"}
