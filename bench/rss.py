@@ -1,8 +1,9 @@
 """Peak RSS of one conversion, each in a fresh process: ``python -m bench.rss worker|pyiceberg CATALOG TABLE CSV``.
 
 ``worker`` runs what a Floe host runs for a task (``write_task_manifest`` on the file); ``pyiceberg``
-reads the file with pyarrow and calls ``table.append()``. Prints one JSON line with
-``ru_maxrss`` (``getrusage(RUSAGE_SELF)``, in MB) and the baseline RSS after imports.
+reads the file with pyarrow and calls ``table.append()``. Prints one JSON line with the peak RSS
+(``VmHWM`` of /proc/self/status, in MB) and the baseline RSS after imports. Not ``ru_maxrss``: Linux
+carries it across exec, so a child reports its parent's size at fork when that was larger.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ def _rss_now_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def main(argv: list[str]) -> int:
     mode, catalog_json, identifier, path = argv
     from pyiceberg.catalog import load_catalog
@@ -26,6 +35,9 @@ def main(argv: list[str]) -> int:
     if mode == "worker":
         from app.iceberg import begin_distributed_snapshot
         from workers.conversion import write_task_manifest
+        from workers.datafiles import use_jemalloc_unless_configured
+
+        use_jemalloc_unless_configured(None)  # what a worker process does when it starts
     else:
         import pyarrow as pa
         import pyarrow.csv as pacsv
@@ -46,7 +58,7 @@ def main(argv: list[str]) -> int:
         rows = data.num_rows
         table.append(data)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = _peak_rss_mb()
     print(json.dumps({"peak_rss_mb": peak, "baseline_rss_mb": baseline, "rows": rows, "seconds": seconds}))
     return 0
 

@@ -169,6 +169,8 @@ def _csv_cuts(f: io.FileIO, size: int, ideals: list[int]) -> list[int] | None:
             if want is not None:
                 want = max(want, cut + lo + 1)
         quotes_before += len(quotes)
+        if want is None:
+            break  # every cut is placed: the parity behind them is all that decides them
     return cuts
 
 
