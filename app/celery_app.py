@@ -12,11 +12,16 @@ in worker processes only), so ``app/`` never imports ``workers/``.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Producer, Queue
+from kombu.utils import json as kombu_json
 
+from app.jobs.dispatch_store import Message, Outgoing
 from app.settings import Settings, get_settings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -36,6 +41,7 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        worker_disable_rate_limits=True,  # Floe sets none: skip the per-task rate-limit check
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
         broker_connection_retry_on_startup=True,
         task_queues=[Queue("ingest"), Queue("control")],
@@ -49,10 +55,12 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
-        # events for Flower
+        # events for Flower: every task shows with its arguments (job id, task id) from the worker's
+        # task-received event, then task-succeeded / -failed. No task-sent event (a dispatched message
+        # is published by a Lua script, not by a Celery producer) and no task-started event (see
+        # workers/task_events.py, which also batches them): each event costs the worker, Redis and Flower.
         worker_send_task_events=True,
-        task_send_sent_event=True,
-        task_track_started=True,
+        task_send_sent_event=False,
         worker_hijack_root_logger=False,
         beat_schedule={
             "floe-watchdog": {
@@ -95,30 +103,52 @@ class CeleryTaskQueue:
 
     def __init__(self, celery: Celery) -> None:
         self.celery = celery
+        self._render_lock = threading.Lock()
+        self._capture: tuple[int, Any, list[tuple[str, str]]] | None = None
 
-    def send_ingest(self, job_id: str, task: object) -> str:
-        return self.send_ingest_many(job_id, [task])[0]
-
-    def send_ingest_many(self, job_id: str, tasks: list[object]) -> list[str]:
-        """Publish one message per task through one producer (one connection checkout per job)."""
-        from app.jobs.model import TaskSpec
-
-        ids = []
-        with self.celery.producer_or_acquire() as producer:
-            for task in tasks:
-                assert isinstance(task, TaskSpec)
+    def render(self, job_id: str, entries: list[Outgoing]) -> list[Message]:
+        """Each entry as the message Celery would publish: an ingest task (args: job id, task id) on
+        its host's queue, or a host's planning task (args: job id, host). Nothing is sent here: the
+        dispatcher LPUSHes the messages together with its cursor (app/jobs/dispatch.py)."""
+        out = []
+        with self._render_lock:
+            producer, captured = self._capturing_producer()
+            for i, entry in enumerate(entries):
+                name, arg = (INGEST_TASK, entry.task_id) if entry.task_id else (PLAN_TASK, entry.host)
                 result = self.celery.send_task(
-                    INGEST_TASK, args=[job_id, task.task_id], queue=task.queue, producer=producer
+                    name,
+                    args=[job_id, arg],
+                    queue=entry.queue,
+                    producer=producer,
+                    declare=[],  # nothing is sent through kombu here: no queue to declare per message
+                    argsrepr=f"[{job_id!r}, {arg!r}]",  # what Celery's saferepr makes of two ids, cheaply
+                    kwargsrepr="{}",
                 )
-                ids.append(str(result.id))
-        return ids
+                key, payload = captured.pop()
+                out.append(Message(key, payload, str(result.id)))
+                if i % 32 == 31:
+                    time.sleep(0)  # let request threads have the interpreter: rendering is background work
+        return out
+
+    def _capturing_producer(self) -> tuple[Any, list[tuple[str, str]]]:
+        """A producer on a kombu channel of this process's own whose deliveries are kept, not sent: the
+        transport's ``_put`` (LPUSH of the message onto its queue's list) records (list key, payload)."""
+        pid = os.getpid()
+        if self._capture is None or self._capture[0] != pid:
+            channel = self.celery.connection_for_write().default_channel
+            captured: list[tuple[str, str]] = []
+            prefix = getattr(channel, "global_keyprefix", "") or ""
+
+            def put(queue: str, message: dict[str, Any], **_options: Any) -> None:
+                priority = channel._get_message_priority(message, reverse=False)
+                captured.append((prefix + channel._q_for_pri(queue, priority), kombu_json.dumps(message)))
+
+            channel._put = put
+            self._capture = (pid, Producer(channel), captured)
+        return self._capture[1], self._capture[2]
 
     def send_commit(self, job_id: str) -> None:
         self.celery.send_task(COMMIT_TASK, args=[job_id], queue="control")
-
-    def send_plan(self, job_id: str, host: str) -> str:
-        """The host's planning task, on its own queue: only that host sees its files."""
-        return str(self.celery.send_task(PLAN_TASK, args=[job_id, host], queue=f"host-{host}").id)
 
     def revoke(self, celery_ids: list[str]) -> None:
         if celery_ids:

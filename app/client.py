@@ -11,6 +11,11 @@ import grpc
 
 from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
+SCHEMA_MODES = {
+    "strict": common_pb2.SCHEMA_MODE_STRICT,
+    "evolve": common_pb2.SCHEMA_MODE_EVOLVE,
+    "ignore": common_pb2.SCHEMA_MODE_IGNORE,
+}
 TERMINAL_STATES = frozenset({common_pb2.COMPLETED, common_pb2.FAILED, common_pb2.CANCELLED})  # as the wire names them
 
 
@@ -52,7 +57,9 @@ class CoordinatorClient:
         properties: dict[str, str] | None = None,
         idempotency_key: str = "",
         sources: list[tuple[str, list[str]]] | None = None,
+        schema_mode: str = "",
     ) -> coordinator_pb2.StartJobResponse:
+        """``schema_mode``: strict, evolve or ignore; "" lets the table's floe.schema-mode decide."""
         request = coordinator_pb2.StartJobRequest(
             table=common_pb2.TableRef(catalog=catalog, namespace=namespace, table=table),
             requester=requester,
@@ -61,6 +68,7 @@ class CoordinatorClient:
             snapshot_properties=properties or {},
             idempotency_key=idempotency_key,
             sources=[common_pb2.HostSource(host=host, paths=globs) for host, globs in sources or []],
+            schema_mode=SCHEMA_MODES[schema_mode.lower()] if schema_mode else common_pb2.SCHEMA_MODE_UNSPECIFIED,
         )
         if auto_commit is not None:
             request.auto_commit = auto_commit
@@ -84,6 +92,10 @@ class CoordinatorClient:
             coordinator_pb2.ListJobsRequest(limit=limit, states=states or []), timeout=self.timeout
         )
         return list(reply.jobs)
+
+    def hosts(self) -> Sequence[common_pb2.HostStatus]:
+        """Hosts whose worker heartbeat within the last hour: live, last heartbeat, concurrency."""
+        return list(self.stub.ListHosts(coordinator_pb2.ListHostsRequest(), timeout=self.timeout).hosts)
 
     def watch(self, job_id: str, timeout: float | None = None) -> Iterator[common_pb2.JobStatus]:
         yield from self.stub.WatchJob(coordinator_pb2.WatchJobRequest(job_id=job_id), timeout=timeout)

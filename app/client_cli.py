@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -15,7 +16,17 @@ from app.proto_gen.api import common_pb2
 
 
 def _print(message: Any) -> None:
-    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
+    data = MessageToDict(message, preserving_proto_field_name=True)
+    status, where = (message, data) if isinstance(message, common_pb2.JobStatus) else (None, data.get("status"))
+    if status is None and isinstance(where, dict) and message.HasField("status"):
+        status = message.status
+    if status is not None and status.hosts and isinstance(where, dict):
+        # every field of every host, zeros and false included: "live": false is the point
+        where["hosts"] = [
+            MessageToDict(h, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+            for h in status.hosts
+        ]
+    print(json.dumps(data, indent=2))
 
 
 def parse_task(text: str) -> Any:
@@ -103,6 +114,7 @@ def cmd_job(args: argparse.Namespace) -> int:
                 props,
                 args.idempotency_key,
                 [parse_source(src) for src in args.source],
+                args.schema_mode,
             )
             _print(reply)
             if args.watch:
@@ -128,6 +140,42 @@ def cmd_job(args: argparse.Namespace) -> int:
     return 0
 
 
+def hosts_table(hosts: Sequence[common_pb2.HostStatus], now: float | None = None) -> str:
+    """One line per host: name, live or not, how long ago it heartbeat, its worker processes."""
+    import time
+
+    now = time.time() if now is None else now
+    rows = [("HOST", "LIVE", "LAST HEARTBEAT", "CONCURRENCY")]
+    for h in hosts:
+        ago = "never" if not h.HasField("last_heartbeat") else f"{max(0.0, now - h.last_heartbeat.ToNanoseconds() / 1e9):.0f}s ago"
+        rows.append((h.host, "yes" if h.live else "no", ago, str(h.concurrency or "?")))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    from app.client import CoordinatorClient
+
+    with CoordinatorClient(args.coordinator) as client:
+        hosts = client.hosts()
+    if args.json:
+        print(json.dumps([MessageToDict(h, preserving_proto_field_name=True) for h in hosts], indent=2))
+    elif hosts:
+        print(hosts_table(hosts))
+    else:
+        print("no host has heartbeat within the last hour")
+    return 0
+
+
+def add_hosts_command(sub: Any) -> None:
+    hosts = sub.add_parser("hosts", help="list the worker hosts seen recently: live, last heartbeat, concurrency")
+    hosts.add_argument(
+        "--coordinator", default=None, help="host:port (default FLOE_COORDINATOR or 127.0.0.1:50051)"
+    )
+    hosts.add_argument("--json", action="store_true", help="print the ListHosts reply as JSON")
+    hosts.set_defaults(func=cmd_hosts)
+
+
 def add_job_commands(sub: Any) -> None:
     job = sub.add_parser("job", help="start, watch and manage jobs on the coordinator")
     job.add_argument(
@@ -149,6 +197,13 @@ def add_job_commands(sub: Any) -> None:
     start.add_argument("--no-auto-commit", action="store_true")
     start.add_argument("--prop", action="append", default=[], help="snapshot property KEY=VALUE")
     start.add_argument("--idempotency-key", default="")
+    start.add_argument(
+        "--schema-mode",
+        default="",
+        choices=["strict", "evolve", "ignore"],
+        help="source columns the table lacks: strict refuses them, evolve adds them (and widens types), "
+        "ignore leaves them out (default: the table's floe.schema-mode, else strict)",
+    )
     start.add_argument("--watch", action="store_true", help="show a progress bar until the job ends")
     for name in ("status", "watch", "commit"):
         p = jobs.add_parser(name, help=f"{name} a job")

@@ -17,6 +17,9 @@ JOB_EVENTS = f"{PREFIX}:job-events"  # pub/sub channel: the id of every job whos
 # zset: job id -> when its commit landed, until the files it left unreferenced are deleted (a
 # coordinator that dies in between leaves the entry for the auto-committer's sweep)
 CLEANUP_PENDING = f"{PREFIX}:jobs:cleanup-pending"
+# set: ids of jobs with entries of their dispatch list not yet published (app/jobs/dispatch.py)
+DISPATCH_PENDING = f"{PREFIX}:jobs:dispatch-pending"
+HEARTBEAT_SECONDS = 5.0  # a Celery worker host writes its heartbeat this often (workers/heartbeat.py)
 
 
 def job(job_id: str) -> str:
@@ -69,6 +72,40 @@ def job_plans_sent(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:plans-sent"
 
 
+def job_fields(job_id: str) -> str:
+    """hash: JSON list of a new column's names (its path) -> JSON {id, type, parent}: the field ids the
+    job's tasks reserved for the columns they add (schema mode evolve); first reservation wins."""
+    return f"{PREFIX}:job:{job_id}:fields"
+
+
+def table_field_ids(table_uuid: str) -> str:
+    """string: the next field id Floe's jobs hand out for new columns of a table (shared by its jobs)."""
+    return f"{PREFIX}:table:{table_uuid}:next-field-id"
+
+
+# the table's field-id counter is kept this long after its last use (a job lasts at most
+# MAX_JOB_TIMEOUT_SECONDS between steps); once it expires the next job starts again above last-column-id
+FIELD_IDS_TTL_SECONDS = 30 * 24 * 3600
+
+
+def job_dispatch(job_id: str) -> str:
+    """list: what the job publishes, in order, as chunks of entries separated by line breaks (a chunk
+    is published at once): '<host>/<task_id>' for an ingest task (host '' is the shared ingest
+    queue), '@<host>' for a host's planning task. The job hash's ``dispatched`` field counts the
+    chunks published (each chunk's messages LPUSHed onto their queues atomically with that count)."""
+    return f"{PREFIX}:job:{job_id}:dispatch"
+
+
+def dispatch_lock(job_id: str) -> str:
+    """string: the token of the dispatcher publishing the job's entries (a lease, see DISPATCH_LEASE_MS)."""
+    return f"{PREFIX}:job:{job_id}:dispatch-lock"
+
+
+def job_running(job_id: str) -> str:
+    """hash: task id -> its host, for each task a worker has started and not yet finished."""
+    return f"{PREFIX}:job:{job_id}:running"
+
+
 def commit_lock(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:commit-lock"
 
@@ -95,6 +132,9 @@ def job_keys(job_id: str) -> list[str]:
         job_sources(job_id),
         job_plans(job_id),
         job_plans_sent(job_id),
+        job_dispatch(job_id),
+        job_running(job_id),
+        job_fields(job_id),
     ]
 
 
@@ -102,6 +142,10 @@ def job_keys(job_id: str) -> list[str]:
 # works (app/jobs/lease.py). A committer that dies leaves its job to beat's auto-committer or a client's
 # CommitJob retry once the lease runs out (the snapshot protocol keeps the commit exactly-once).
 COMMIT_LEASE_MS = 10 * 1000
+# A dispatcher holds a job's dispatch lease for this long, renewed by every batch it publishes; one that
+# dies leaves the rest to another coordinator's or beat's sweep once the lease has run out.
+DISPATCH_LEASE_MS = 10 * 1000
+DISPATCH_BATCH = 500  # entries per chunk of a job's dispatch list (published atomically)
 COMMITTED_TTL_FACTOR = 10  # the committed pointer is kept ten retentions long
 DEFAULT_JOB_TIMEOUT_SECONDS = 3600
 MAX_JOB_TIMEOUT_SECONDS = 7 * 24 * 3600

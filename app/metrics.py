@@ -16,6 +16,7 @@ COUNTERS = {
     "manifests_total": "manifests accepted",
     "tasks_done_total": "ingest tasks that recorded a manifest",
     "tasks_failed_total": "ingest tasks that failed",
+    "tasks_repeated_total": "ingest task messages run again for a task already recorded (redeliveries)",
     "rows_written_total": "rows written in accepted manifests",
     "bytes_written_total": "bytes of data files in accepted manifests",
     "files_written_total": "data files in accepted manifests",

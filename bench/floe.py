@@ -144,6 +144,13 @@ class FloeStack:
             out[role] = out.get(role, 0.0) + cpu
         return out
 
+    def redis(self) -> Any:
+        """A client of the stack's Redis (the caller closes it)."""
+        import redis
+
+        assert self.stack.redis_url is not None
+        return redis.Redis.from_url(self.stack.redis_url, decode_responses=True)
+
     def redis_commandstats(self) -> dict[str, dict[str, float]]:
         import redis
 

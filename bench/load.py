@@ -5,7 +5,9 @@ beat) on free ports in a temporary FLOE_HOME, writes tiny CSV sources (one per t
 host), then at once starts 20 jobs of 50 tasks (tasks spread round-robin over the hosts, every job
 into the same table) while ``--pollers`` threads call GetJobStatus back to back on the running jobs
 and one more thread keeps starting (and cancelling) empty probe jobs, for StartJob samples under the
-load. It measures GetJobStatus and StartJob latency (p50/p90/p99/max), checks that every job
+load. Before the load, on the idle stack: StartJob of a job as big as the load's, and of one job of
+``--big-tasks`` (10,000) tasks (each on a host nobody serves, cancelled at once; StartJob answers
+before the tasks are published). It measures GetJobStatus and StartJob latency (p50/p90/p99/max), checks that every job
 committed exactly once (one snapshot per job id in the table's ``floe.job-id`` summaries, the
 job's committed snapshot among them, every row present once, no probe job committed), writes
 ``bench/results/load.json`` and prints a table. Exit status 1 when a check fails.
@@ -33,7 +35,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from app.client import CoordinatorClient, TaskArg
-from app.proto_gen.api import common_pb2
+from app.proto_gen.api import common_pb2, coordinator_pb2
 from app.stack import LocalStack, free_port, free_port_block
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +113,8 @@ class Config:
     rows_per_task: int
     concurrency: int
     timeout: float
+    big_tasks: int = 10_000
+    big_runs: int = 5
 
     @property
     def rows(self) -> int:
@@ -166,6 +170,7 @@ class Load:
         self.start = Samples()
         self.probe = Samples()
         self.idle = Samples()
+        self.big = Samples()
         self.job_ids: list[str] = []
         self.job_ids_lock = threading.Lock()
         self.probe_ids: list[str] = []
@@ -254,6 +259,20 @@ class Load:
                 reply = client.start_job(NAMESPACE, TABLE, requester="load-idle", tasks=tasks)
                 self.idle.add(time.perf_counter() - began)
                 client.cancel(reply.job_id, "idle baseline")
+                self.probe_ids.append(reply.job_id)
+            # one job of --big-tasks tasks at a time (the request built beforehand; StartJob answers
+            # before publishing: the job is cancelled at once, which also ends its publishing)
+            request = coordinator_pb2.StartJobRequest(
+                table=common_pb2.TableRef(namespace=NAMESPACE, table=TABLE), requester="load-big",
+                tasks=[common_pb2.IngestTask(task_id=f"b{k:06d}", host="idle", paths=["none.csv"])
+                       for k in range(self.config.big_tasks)],
+            )  # fmt: skip
+            for _ in range(self.config.big_runs):
+                time.sleep(0.5)
+                began = time.perf_counter()
+                reply = client.stub.StartJob(request, timeout=120)
+                self.big.add(time.perf_counter() - began)
+                client.cancel(reply.job_id, "big baseline")
                 self.probe_ids.append(reply.job_id)
 
     def run(self, plan: dict[int, list[TaskArg]]) -> dict[str, Any]:
@@ -384,6 +403,7 @@ def table(result: dict[str, Any]) -> str:
         ("StartJob (the load's jobs)", "StartJob"),
         ("StartJob (empty probe jobs)", "StartJob_probe"),
         (f"StartJob ({cfg['tasks']} tasks, idle stack)", "StartJob_idle"),
+        (f"StartJob ({cfg['big_tasks']:,} tasks, idle stack)", "StartJob_big"),
     ):
         s = lat[key]
         cells = [
@@ -415,6 +435,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--concurrency", type=int, default=0, help="Celery worker processes per host (default: cores)"
     )
     parser.add_argument("--timeout", type=float, default=900, help="seconds the jobs get to finish")
+    parser.add_argument("--big-tasks", type=int, default=10_000, help="tasks of the one-job StartJob samples")
+    parser.add_argument("--big-runs", type=int, default=5, help="one-job StartJob samples of --big-tasks tasks")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--home", type=Path, help="FLOE_HOME (default: a temporary directory, removed after)")
     return parser.parse_args(argv)
@@ -431,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         rows_per_task=args.rows_per_task,
         concurrency=args.concurrency or os.cpu_count() or 1,
         timeout=args.timeout,
+        big_tasks=args.big_tasks,
+        big_runs=args.big_runs,
     )
     home = args.home or Path(tempfile.mkdtemp(prefix="floe-load-"))
     stack = LocalStack(
@@ -470,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             "StartJob": load.start.summary(0),
             "StartJob_probe": load.probe.summary(outcome["window_seconds"]),
             "StartJob_idle": load.idle.summary(0),
+            "StartJob_big": load.big.summary(0),
         },
         "jobs": {
             "p50_seconds": round(durations[len(durations) // 2], 2) if durations else None,

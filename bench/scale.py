@@ -5,7 +5,9 @@
    COMPLETED), the data files and manifests it left, their bound (hosts x worker processes x
    partitions), and ``plan_files()`` on the table afterwards against the same rows written by one
    pyiceberg append (each the median of 5 plans on a freshly loaded table).
-2. One big CSV on one host, planned and split into byte ranges, against the floor converting the same
+2. StartJob with 10,000 explicit tasks (``startjob_ms_10000_tasks``, the median of three calls): the call
+   answers once the job and its tasks are recorded; the messages are published afterwards.
+3. One big CSV on one host, planned and split into byte ranges, against the floor converting the same
    file with both cores: two floor processes, each on one half of the file (cut on a record boundary
    before any clock runs). ``big_file_floe_vs_floor`` is the median of the per-round ratios.
 """
@@ -107,6 +109,65 @@ class ScaleBench:
             "after one append"
         )
         return res
+
+    def startjob(self, tasks: int = 10_000, runs: int = 3) -> dict[str, Any]:
+        """StartJob with ``tasks`` explicit tasks: the call alone (the request built beforehand), median
+        of ``runs``; and how long its dispatcher then took to publish every message. The tasks name a
+        host no worker serves, so they only fill that host's queue (the jobs are cancelled and the queue
+        dropped at the end). A StartJob of 10 tasks warms the coordinator first; each timed one meets a
+        quiet stack (its predecessor's messages all published, half a second before)."""
+        from app import keys
+        from app.proto_gen.api import common_pb2, coordinator_pb2
+        from bench.data import create_table
+
+        host = "startjob-bench"
+        ident = f"{NAMESPACE}.scale_startjob"
+        create_table(self.catalog, ident, False)
+        request = coordinator_pb2.StartJobRequest(
+            table=common_pb2.TableRef(namespace=NAMESPACE, table="scale_startjob"),
+            requester="bench",
+            tasks=[
+                common_pb2.IngestTask(task_id=f"t{i:06d}", host=host, paths=[f"startjob/f{i:06d}.csv"])
+                for i in range(tasks)
+            ],
+        )
+        client = self.floe.client
+        r = self.floe.redis()
+        answer_ms: list[float] = []
+        published_s: list[float] = []
+        jobs: list[str] = []
+        try:
+            warm = coordinator_pb2.StartJobRequest()
+            warm.CopyFrom(request)
+            del warm.tasks[10:]
+            jobs.append(client.stub.StartJob(warm, timeout=120).job_id)  # not timed: a warm coordinator
+            for _ in range(runs):
+                time.sleep(0.5)  # the stack quiet again
+                started = time.perf_counter()
+                reply = client.stub.StartJob(request, timeout=120)
+                answer_ms.append((time.perf_counter() - started) * 1000)
+                jobs.append(reply.job_id)
+                while r.hget(keys.job(reply.job_id), "enqueued") != "1":
+                    time.sleep(0.005)
+                published_s.append(time.perf_counter() - started)
+            queued = r.llen(f"host-{host}")
+            assert queued == tasks * runs + 10, f"{queued} messages queued for {tasks} x {runs} + 10 tasks"
+        finally:
+            for job_id in jobs:  # nobody serves the host: cancel the jobs and drop their queue
+                client.cancel(job_id, "bench: StartJob measured")
+            r.delete(f"host-{host}")
+            r.close()
+        self.log(
+            f"scale: StartJob of {tasks:,} tasks answered in {statistics.median(answer_ms):.1f} ms (runs: "
+            + ", ".join(f"{ms:.1f}" for ms in answer_ms)
+            + f"); its messages all published {statistics.median(published_s):.2f} s after the call"
+        )
+        return {  # named for the default of 10,000 tasks, whatever ``tasks`` is (like planned_10000_files_s)
+            "startjob_ms_10000_tasks": statistics.median(answer_ms),
+            "startjob_published_s_10000_tasks": statistics.median(published_s),
+            "startjob_tasks": tasks,
+            "startjob_runs_ms": answer_ms,
+        }
 
     def big_file(self, dataset: Any, size_mb: float, rounds: int) -> dict[str, Any]:
         from bench.data import big_csv, create_table

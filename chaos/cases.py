@@ -314,9 +314,11 @@ def coordinator_sigkill(home: Path, res: CaseResult) -> None:
         coordinator = c.start_coordinator()
         c.add_host(1), c.add_host(2)
         job_id = start_job(c, res, [TaskArg("t1", "1", ["a.csv"]), TaskArg("t2", "2", ["b.csv"])])
-        # Given the coordinator is SIGKILLed right after StartJob answered, before any task ran
+        # Given the coordinator is SIGKILLed right after StartJob answered, before any task ran (and
+        # perhaps before its dispatcher published them: beat's sweep does once its lease runs out)
         coordinator.kill()
         c.start_worker(1)
+        c.start_beat()
         wait_until(lambda: manifest_recorded(c, job_id, "t1"), 60, "host 1's manifest")
         # When it restarts while the job is half done, and the second host comes up
         c.start_coordinator(name="coordinator-2")

@@ -12,6 +12,9 @@ commit lease, COMMITTING, the snapshot protocol) and dies exactly there, determi
   ``commit_in_flight_sigkill`` holds the request in a proxy and kills the coordinator meanwhile);
 - ``after-catalog`` (the default): the catalog accepted the snapshot, the job is not marked COMPLETED
   (``JobStore.complete`` is the step that dies).
+- ``mid-dispatch``: not a commit: after StartJob has answered, the coordinator's dispatcher publishes
+  the first chunk of a job's messages (and its cursor), then the process dies a second later, the rest
+  of the job unpublished and its dispatch lease held (app/jobs/dispatch.py).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import sys
 import threading
 from typing import Any
 
-PHASES = ("before-catalog", "in-catalog", "after-catalog")
+PHASES = ("before-catalog", "in-catalog", "after-catalog", "mid-dispatch")
 _inside_commit = threading.local()
 
 
@@ -75,11 +78,29 @@ def _patch_complete() -> None:
     JobStore.complete = complete  # type: ignore[method-assign]
 
 
+def _patch_dispatch() -> None:
+    import time
+
+    from app.jobs.dispatch_store import DispatchStore
+
+    real = DispatchStore.dispatch_publish
+
+    def dispatch_publish(self: DispatchStore, job_id: str, *args: Any, **kwargs: Any) -> tuple[str, str]:
+        outcome = real(self, job_id, *args, **kwargs)
+        time.sleep(1.0)  # StartJob's answer is long gone
+        _die(f"after publishing the first chunk of job {job_id}: {outcome}")
+        return outcome
+
+    DispatchStore.dispatch_publish = dispatch_publish  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos.crashing_coordinator")
     parser.add_argument("--die-at", choices=PHASES, default="after-catalog")
     phase = parser.parse_args(argv).die_at
-    if phase == "after-catalog":
+    if phase == "mid-dispatch":
+        _patch_dispatch()
+    elif phase == "after-catalog":
         _patch_complete()
     else:
         _patch_commit_table(phase)

@@ -45,6 +45,8 @@ TOP_KEYS = {
     "scale",
 }
 SCALE_KEYS = {
+    "startjob_ms_10000_tasks",
+    "startjob_published_s_10000_tasks",
     "planned_10000_files_s",
     "planned_files_written",
     "planned_files_bound",
@@ -82,7 +84,7 @@ def test_harness_runs_every_contender_on_tiny_data(tmp_path: Path) -> None:
         sys.executable, "-m", "bench.run", "--quick", "--rounds", "1",
         "--csv-mb", "3", "--files-per-host", "2",
         "--commit-tasks", "10,100", "--plan-tasks", "100", "--overhead-tasks", "10", "--rss-mb", "4",
-        "--small-files", "40", "--big-mb", "2",
+        "--small-files", "40", "--big-mb", "2", "--startjob-tasks", "200",
         "--out", str(out), "--workdir", str(tmp_path / "work"), "--no-plot",
     ]  # fmt: skip
     if not with_daft:

@@ -9,8 +9,9 @@ import pytest
 import redis
 
 from app import keys
-from app.errors import NotFound
+from app.errors import FailedPrecondition, NotFound
 from app.iceberg import ManifestDescriptor
+from app.iceberg.schema_evolution import ROOT, FieldRequest
 from app.jobs.model import OPEN_STATES, HostPlan, JobState, Piece, TaskSpec
 from app.jobs.store import JobStore, Registration
 from tests.support.jobs import TABLE, create, descriptor, fail, task_spec
@@ -238,6 +239,8 @@ def _populate_every_key(store: JobStore, job_id: str, r: redis.Redis) -> None:
     assert store.task_failed(job_id, "t2", "unreadable")
     store.mark_enqueued(job_id, ["celery-1", "celery-2"])
     store.journal_file(job_id, "file:///wh/data/a.parquet")
+    store.task_context(job_id, "t3")  # a worker starts t3: it runs (the plan filled the dispatch list)
+    store.reserve_fields(job_id, "table-uuid", 1001, [FieldRequest(("new",), "long", -1)])  # schema mode evolve
     for key in keys.job_keys(job_id):
         assert r.exists(key), key
 
@@ -462,3 +465,44 @@ def test_locks_are_per_job(store: JobStore) -> None:
     a, _ = create(store)
     b, _ = create(store)
     assert store.acquire_commit_lock(a) and store.acquire_commit_lock(b)
+
+
+# --- field reservations (schema mode evolve) ------------------------------------------------------
+
+
+def test_the_first_reservation_of_a_column_wins_for_every_task(store: JobStore) -> None:
+    job_id, _ = create(store)
+    struct = [FieldRequest(("s",), "struct", ROOT), FieldRequest(("s", "a"), "long", ("s",))]
+    first = store.reserve_fields(job_id, "tbl", 1005, [FieldRequest(("x",), "int", ROOT), *struct])
+    assert [(f.path, f.field_id, f.type, f.parent_id) for f in first] == [
+        (("x",), 1005, "int", ROOT), (("s",), 1006, "struct", ROOT), (("s", "a"), 1007, "long", 1006)
+    ]  # fmt: skip
+    # another host meets x as a long and s with one more field: x keeps its id and first type, s.b is new
+    again = store.reserve_fields(
+        job_id, "tbl", 1005, [FieldRequest(("x",), "long", ROOT), *struct, FieldRequest(("s", "b"), "string", ("s",))]
+    )
+    assert [(f.field_id, f.type, f.parent_id) for f in again] == [
+        (1005, "int", ROOT), (1006, "struct", ROOT), (1007, "long", 1006), (1008, "string", 1006)
+    ]  # fmt: skip
+    assert store.reserved_fields(job_id) == again
+
+
+def test_jobs_on_one_table_never_share_a_field_id(store: JobStore) -> None:
+    a, _ = create(store)
+    b, _ = create(store)
+    (x,) = store.reserve_fields(a, "tbl", 1005, [FieldRequest(("x",), "long", ROOT)])
+    (y,) = store.reserve_fields(b, "tbl", 1005, [FieldRequest(("y",), "long", ROOT)])
+    (z,) = store.reserve_fields(b, "other-table", 1005, [FieldRequest(("z",), "long", ROOT)])
+    assert (x.field_id, y.field_id, z.field_id) == (1005, 1006, 1005)
+    # a floor above the counter (the table's last-column-id moved) wins
+    (w,) = store.reserve_fields(a, "tbl", 3000, [FieldRequest(("w",), "long", ROOT)])
+    assert w.field_id == 3000
+
+
+def test_a_finished_job_reserves_nothing(store: JobStore) -> None:
+    job_id, _ = create(store)
+    store.transition(job_id, OPEN_STATES, JobState.CANCELLED)
+    with pytest.raises(FailedPrecondition, match="is CANCELLED: it reserves no more columns"):
+        store.reserve_fields(job_id, "tbl", 1005, [FieldRequest(("x",), "long", ROOT)])
+    with pytest.raises(NotFound):
+        store.reserve_fields("0" * 32, "tbl", 1005, [FieldRequest(("x",), "long", ROOT)])

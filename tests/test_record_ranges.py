@@ -26,6 +26,7 @@ from pyiceberg.io.pyarrow import schema_to_pyarrow
 
 import workers.record_ranges as record_ranges
 from app.errors import SourceError
+from app.iceberg.schema_evolution import SchemaMode
 from tests.support.tables import SCHEMA, rows, write_csv, write_jsonl, write_parquet
 from workers.record_ranges import Span, open_bytes, plan_spans
 from workers.sources import read_source
@@ -77,7 +78,9 @@ def jsonl_file(path: Path, records: list[dict[str, Any]], last_eol: bool = True,
 
 
 def read(path: Path, span: Span | None = None, batch_bytes: int = 1 << 20) -> pa.Table:
-    batches = list(read_source(path, SCHEMA, batch_bytes=batch_bytes, span=span))
+    # schema mode ignore: the CSV's "extra" column (tricky quoted values the chunker must not cut) is
+    # read past and left out, as the table lacks it
+    batches = list(read_source(path, SCHEMA, batch_bytes=batch_bytes, span=span, mode=SchemaMode.IGNORE))
     for batch in batches:
         assert batch.schema.equals(TARGET, check_metadata=True)
         assert batch.num_rows > 0

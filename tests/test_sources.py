@@ -25,6 +25,7 @@ from pyiceberg.types import (
     LongType,
     NestedField,
     StringType,
+    StructType,
     TimestampType,
     TimestamptzType,
     TimeType,
@@ -33,6 +34,7 @@ from pyiceberg.types import (
 
 from app.errors import SourceError
 from app.formats import SUPPORTED_SUFFIXES, source_format
+from app.iceberg.schema_evolution import SchemaMode
 from workers.sources import read_source
 
 UTC = dt.timezone.utc
@@ -170,8 +172,10 @@ def write_source(path: Path, rows: list[dict[str, Any]]) -> Path:
     return write_parquet(path, {k: [r.get(k) for r in rows] for k in rows[0]})
 
 
-def read_all(path: Path, schema: Schema, batch_bytes: int = 16 << 20) -> list[pa.RecordBatch]:
-    batches = list(read_source(path, schema, batch_bytes))
+def read_all(
+    path: Path, schema: Schema, batch_bytes: int = 16 << 20, mode: SchemaMode = SchemaMode.STRICT
+) -> list[pa.RecordBatch]:
+    batches = list(read_source(path, schema, batch_bytes, mode=mode))
     target = schema_to_pyarrow(schema)
     for batch in batches:
         assert batch.schema.equals(target, check_metadata=True), batch.schema
@@ -183,9 +187,11 @@ def rows_of(batches: list[pa.RecordBatch]) -> list[dict[str, Any]]:
     return [row for b in batches for row in b.to_pylist()]
 
 
-def source_error(path: Path, schema: Schema, batch_bytes: int = 16 << 20) -> str:
+def source_error(
+    path: Path, schema: Schema, batch_bytes: int = 16 << 20, mode: SchemaMode = SchemaMode.STRICT
+) -> str:
     with pytest.raises(SourceError) as info:
-        list(read_source(path, schema, batch_bytes))
+        list(read_source(path, schema, batch_bytes, mode=mode))
     return str(info.value)
 
 
@@ -247,9 +253,10 @@ def test_supported_suffixes_constant() -> None:
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
 @pytest.mark.parametrize("name", TEXT_NAMES)
 def test_text_formats_round_trip_every_type(tmp_path: Path, name: str, gz: bool) -> None:
-    """Reverse column order and an extra column; every supported type lands exactly."""
+    """Reverse column order and an extra column (schema mode ignore leaves it out); every supported
+    type lands exactly."""
     path = write_source(tmp_path / (name + (".gz" if gz else "")), TEXT_ROWS)
-    assert rows_of(read_all(path, FULL)) == EXPECTED_FULL
+    assert rows_of(read_all(path, FULL, mode=SchemaMode.IGNORE)) == EXPECTED_FULL
 
 
 @pytest.mark.parametrize("name", ["a.parquet", "a.pq"])
@@ -270,7 +277,7 @@ def test_parquet_round_trip_casts_every_type(tmp_path: Path, name: str) -> None:
         "name": ["alpha", "beta"],
         "id": pa.array([1, 2], pa.int32()),
     }
-    rows = rows_of(read_all(write_parquet(tmp_path / name, data), FULL))
+    rows = rows_of(read_all(write_parquet(tmp_path / name, data), FULL, mode=SchemaMode.IGNORE))
     ts = [dt.datetime(2024, 1, 2, 3, 4, 5, 123456), dt.datetime(2024, 1, 2, 3, 4, 5)]
     assert [r["ts"] for r in rows] == ts
     assert [r["tstz"] for r in rows] == [t.replace(tzinfo=UTC) for t in ts]
@@ -279,11 +286,33 @@ def test_parquet_round_trip_casts_every_type(tmp_path: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ALL_NAMES)
-def test_column_order_differs_and_extra_columns_ignored(tmp_path: Path, name: str) -> None:
+def test_column_order_differs_and_extra_columns_ignored_in_ignore_mode(tmp_path: Path, name: str) -> None:
     path = write_source(tmp_path / name, [{"zzz": 1, "name": "a", "more": "m", "id": 5}])
-    batches = read_all(path, SMALL)
+    batches = read_all(path, SMALL, mode=SchemaMode.IGNORE)
     assert batches[0].schema.names == ["id", "name"]
     assert rows_of(batches) == [{"id": 5, "name": "a"}]
+
+
+@pytest.mark.parametrize("name", [*ALL_NAMES, "a.csv.gz", "a.jsonl.gz"])
+def test_extra_columns_are_refused_in_strict_mode_naming_file_and_columns(tmp_path: Path, name: str) -> None:
+    """Strict is the default: a source column the table lacks fails, naming the file and the columns."""
+    path = write_source(tmp_path / name, [{"zzz": 1, "name": "a", "more": "m", "id": 5}])
+    message = source_error(path, SMALL)
+    columns = "'zzz' (long), 'more' (string)" if source_format(path).name == "parquet" else "'zzz', 'more'"
+    assert message == (
+        f"{path}: the table has no column(s) {columns}; the job's schema mode is strict (start the job with "
+        "schema mode evolve to add them to the table, or ignore to leave them out)"
+    )
+
+
+@pytest.mark.parametrize("name", ["a.parquet", "a.jsonl"])
+def test_a_new_field_inside_a_struct_is_refused_in_strict_mode(tmp_path: Path, name: str) -> None:
+    schema = Schema(*SMALL.fields, NestedField(3, "s", StructType(NestedField(4, "a", LongType()))))
+    # the unknown field is on the last line only: JSON lines meets it after reading the others
+    data = [{"id": i, "name": "x", "s": {"a": i}} for i in range(50)] + [{"id": 50, "s": {"a": 1, "b": "new"}}]
+    path = write_source(tmp_path / name, data)
+    assert source_error(path, schema, batch_bytes=512).startswith(f"{path}: the table has no column(s) 's.b'")
+    assert rows_of(read_all(path, schema, mode=SchemaMode.IGNORE))[-1] == {"id": 50, "name": None, "s": {"a": 1}}
 
 
 @pytest.mark.parametrize("name", ALL_NAMES)
@@ -515,6 +544,6 @@ def test_large_csv_streams_in_bounded_batches(tmp_path: Path, name: str) -> None
 def test_large_parquet_streams_in_bounded_batches(tmp_path: Path) -> None:
     n = 1_000_000
     path = write_parquet(tmp_path / "big.parquet", {"id": pa.array(range(n), pa.int64()), "junk": ["j"] * n})
-    sizes = [b.nbytes for b in read_source(path, SMALL, batch_bytes=1 << 20)]
+    sizes = [b.nbytes for b in read_source(path, SMALL, batch_bytes=1 << 20, mode=SchemaMode.IGNORE)]
     assert len(sizes) >= 8
     assert max(sizes) < 4 << 20

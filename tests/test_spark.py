@@ -9,6 +9,7 @@ a. Spark reads what Floe committed: a plain commit, a commit rebased over a conc
    manifests were concatenated.
 b. Floe commits over snapshots Spark wrote (INSERT, merge-on-read DELETE, rewrite_data_files), begun
    before or after them; then Spark deletes rows from Floe's files; Spark and pyiceberg read it all.
+c. Spark reads a table whose schema a Floe job evolved (new columns, a struct field, widened types).
 """
 
 from __future__ import annotations
@@ -16,18 +17,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pyiceberg.manifest import ManifestContent
 from pyiceberg.table import Table
 
 from app.iceberg import DistributedSnapshot, begin_distributed_snapshot, commit_distributed_snapshot
+from app.iceberg.schema_evolution import SchemaMode
 from tests.support.catalogs import CatalogHandle, postgres_unavailable, require_or_skip
 from tests.support.spark import INSTALL_HINT, Rows, SparkEngine, jdbc_catalog, spark_missing
 from tests.support.tables import make_table, rows, write_csv, write_jsonl, write_parquet
+from tests.test_schema_drift import OLD_ROW, WIDE
 from workers.conversion import ManifestDescriptor, write_task_manifest
 
 pytestmark = [pytest.mark.spark, pytest.mark.postgres, pytest.mark.integration]
@@ -361,3 +366,53 @@ def test_floe_commits_over_snapshots_spark_wrote(
     table = cat.load_table(ident)
     assert_rows(pyiceberg_rows(table, floe_id), floe_rows, "pyiceberg, as of Floe's commit")
     assert_rows(pyiceberg_rows(table), after_rows, "pyiceberg, after Spark's DELETE over Floe's commit")
+
+
+# --- c. Spark reads a table whose schema a Floe job evolved ----------------------------------------
+
+
+@ON_POSTGRES
+@pytest.mark.timeout(300)
+def test_spark_reads_the_schema_a_floe_job_evolved(spark: SparkEngine, catalog: CatalogHandle, tmp_path: Path) -> None:
+    """Schema mode evolve (issue 17): two tasks add columns (one both meet), a struct field and a list,
+    and widen int→long, float→double and a decimal's precision; Spark reads the old row's new columns
+    as null and every new value whole."""
+    cat = catalog.catalog
+    ident = catalog.identifier("evolved")
+    table = cat.create_table(ident, schema=WIDE)
+    table.append(pa.Table.from_pylist([OLD_ROW], schema=table.schema().as_arrow()))
+    table = cat.load_table(ident)
+    snapshot = begin_distributed_snapshot(table)
+    parquet = tmp_path / "h1" / "a.parquet"
+    parquet.parent.mkdir()
+    pq.write_table(pa.table({
+        "id": pa.array([10], pa.int64()),
+        "n": pa.array([2**40], pa.int64()),
+        "f": pa.array([0.25], pa.float64()),
+        "dec": pa.array([Decimal("123456789012.25")], pa.decimal128(14, 2)),
+        "s": pa.array([{"a": "x", "b": 5}], pa.struct([("a", pa.string()), ("b", pa.int64())])),
+        "score": pa.array([1], pa.int64()),
+        "tags": pa.array([["t1", "t2"]], pa.list_(pa.string())),
+    }), parquet)  # fmt: skip
+    jsonl = tmp_path / "h2" / "b.jsonl"
+    jsonl.parent.mkdir()
+    jsonl.write_text('{"id": 20, "score": 3, "label": "twenty"}\n')
+    manifests = [
+        m
+        for i, source in enumerate((parquet, jsonl))
+        if (m := write_task_manifest(snapshot, table, [source], f"t{i}", schema_mode=SchemaMode.EVOLVE)) is not None
+    ]
+    committed = commit(table, snapshot, manifests, "job-evolve")
+    table = cat.load_table(ident)
+    assert table.metadata.snapshot_by_id(committed).schema_id == table.metadata.current_schema_id  # type: ignore[union-attr]
+
+    (got,) = spark.run(jdbc_catalog(catalog), [read(ident)])
+    assert got == [
+        {"id": 0, "n": 7, "f": 1.5, "dec": "1.25", "s": {"a": "old", "b": None}, "score": None, "tags": None,
+         "label": None},
+        {"id": 10, "n": 2**40, "f": 0.25, "dec": "123456789012.25", "s": {"a": "x", "b": 5}, "score": 1,
+         "tags": ["t1", "t2"], "label": None},
+        {"id": 20, "n": None, "f": None, "dec": None, "s": None, "score": 3, "tags": None, "label": "twenty"},
+    ]  # fmt: skip
+    mine = sorted(table.scan().to_arrow().to_pylist(), key=lambda r: r["id"])
+    assert [{**r, "dec": None if r["dec"] is None else str(r["dec"])} for r in mine] == got

@@ -194,9 +194,11 @@ def test_coordinator_killed_and_restarted_mid_job(cluster: Cluster) -> None:
         reply = client.start_job(
             "demo", "events", tasks=[TaskArg("t1", "1", ["a.csv"]), TaskArg("t2", "2", ["b.csv"])]
         )
-    # Given the coordinator dies (SIGKILL) after StartJob, before any worker ran
+    # Given the coordinator dies (SIGKILL) after StartJob, before any worker ran (and perhaps before
+    # its dispatcher published the tasks: beat's sweep publishes them once its lease has run out)
     coordinator.kill()
     cluster.start_worker("1")
+    cluster.start_beat()
     # When it restarts while the job is half done, and the second host comes up
     wait_until(lambda: _manifests_recorded(cluster, reply.job_id) >= 1, 60, "first manifest")
     cluster.procs.remove(coordinator)
@@ -221,10 +223,8 @@ def test_worker_killed_mid_task_is_redelivered_without_duplicates(
         worker = cluster.start_worker("1")
         with cluster.client() as client:
             reply = client.start_job("demo", "events", tasks=[TaskArg("t1", "1", [big.name])])
-        # Given the worker is killed while converting
-        wait_until(
-            lambda: "floe.ingest" in worker.output() and "received" in worker.output(), 60, "task received"
-        )
+        # Given the worker is killed while converting (the task marked running on its host)
+        wait_until(lambda: _running(cluster, reply.job_id) == ["t1"], 60, "task running")
         time.sleep(0.3)
         worker.kill()
         status = cluster.client().status(reply.job_id)
@@ -247,6 +247,16 @@ def test_worker_killed_mid_task_is_redelivered_without_duplicates(
         assert on_disk == referenced
     finally:
         cluster.stop_all()
+
+
+def _running(cluster: Cluster, job_id: str) -> list[str]:
+    import redis
+
+    r = redis.Redis.from_url(cluster.redis_url, decode_responses=True)
+    try:
+        return sorted(r.hkeys(f"floe:job:{job_id}:running"))
+    finally:
+        r.close()
 
 
 def _manifests_recorded(cluster: Cluster, job_id: str) -> int:

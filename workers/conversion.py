@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyiceberg.manifest import ManifestEntry, ManifestEntryStatus, write_manifest
+from pyiceberg.manifest import ManifestEntry, ManifestEntryStatus
 from pyiceberg.table import Table
 
 from app.errors import FailedPrecondition
@@ -15,10 +15,14 @@ from app.formats import SourceFormat, is_supported, source_format
 from app.iceberg import DistributedSnapshot, ManifestDescriptor, check_writable
 from app.iceberg.descriptor import PartitionMetrics
 from app.iceberg.files import delete_quietly
+from app.iceberg.schema_evolution import FieldReserver, LocalFieldIds, SchemaMode
 from app.settings import DEFAULT_WRITE_BUFFER_BYTES
 from workers.datafiles import DataFileWriter, new_write_prefix
+from workers.manifest_writer import write_manifest
 from workers.record_ranges import Span
+from workers.schema_drift import evolve_task_schema
 from workers.sources import read_source
+from workers.widening import TextWidening
 
 __all__ = ["ManifestDescriptor", "SourcePart", "expand_sources", "write_task_manifest"]
 
@@ -54,6 +58,18 @@ def expand_sources(paths: Sequence[Path | SourcePart]) -> list[SourcePart]:
     return parts
 
 
+_local: dict[str, LocalFieldIds] = {}
+
+
+def _local_reservation(commit_uuid: str) -> LocalFieldIds:
+    """Without a job store, the tasks of one reservation that run in this process share their ids."""
+    if commit_uuid not in _local:
+        while len(_local) >= 64:
+            _local.pop(next(iter(_local)))
+        _local[commit_uuid] = LocalFieldIds()
+    return _local[commit_uuid]
+
+
 def write_task_manifest(
     snapshot: DistributedSnapshot,
     table: Table,
@@ -62,12 +78,18 @@ def write_task_manifest(
     on_batch: Callable[[int], None] | None = None,
     on_file: Callable[[str], None] | None = None,
     buffer_bytes: int = DEFAULT_WRITE_BUFFER_BYTES,
+    schema_mode: SchemaMode = SchemaMode.STRICT,
+    reserve: FieldReserver | None = None,
 ) -> ManifestDescriptor | None:
     """Convert ``paths`` into data files and one manifest tagged with the reserved snapshot id.
 
     Returns ``None`` when the sources hold no rows. On any error every file written is deleted.
     ``on_batch`` is called with the row count of every batch converted (progress reporting);
     ``on_file`` with every file's path before it is created (a journal for orphan cleanup).
+    ``schema_mode`` says what to do with source columns the table lacks; in evolve, the task writes
+    with the table's schema plus the fields ``reserve`` gives ids to (the job store's reservation,
+    so every task of the job agrees; by default the tasks of this process agree), and the
+    descriptor records that change for the commit.
     """
     check_writable(table)
     metadata = table.metadata
@@ -81,6 +103,13 @@ def write_task_manifest(
     if spec is None:
         raise FailedPrecondition(f"partition spec {snapshot.spec_id} no longer exists in the table")
     sources = expand_sources([p if isinstance(p, SourcePart) else Path(p) for p in paths])
+    schema_mode = SchemaMode(schema_mode)
+    base, change = schema, None
+    if schema_mode == SchemaMode.EVOLVE:
+        reserve = reserve or _local_reservation(snapshot.commit_uuid)
+        schema, change = evolve_task_schema(
+            base, spec, [(s.path, s.fmt) for s in sources], reserve, metadata.last_column_id
+        )
     writer = DataFileWriter(
         table.io,
         schema,
@@ -91,16 +120,28 @@ def write_task_manifest(
         on_file,
         buffer_bytes,
     )
+    # evolve: a text source's int and decimal columns widen by their values (workers/widening.py)
+    widening = TextWidening(base, change, spec, writer) if change is not None else None
     written: list[str] = []
     try:
         for source in sources:
+            text = widening is not None and source.fmt.name != "parquet"
             batches = read_source(
-                source.path, schema, batch_bytes=writer.read_block_bytes, span=source.span, fmt=source.fmt
+                source.path,
+                widening.read_schema() if widening is not None and text else schema,
+                batch_bytes=writer.read_block_bytes,
+                span=source.span,
+                fmt=source.fmt,
+                mode=schema_mode,
             )
             for batch in batches:
+                if widening is not None and text:
+                    batch = widening.fit(source.path, batch)
                 writer.write(batch)
                 if on_batch is not None:
                     on_batch(batch.num_rows)
+            if widening is not None:
+                schema, change = widening.schema, widening.change
         data_files = writer.close()
         written = [d.file_path for d in data_files]
         if not data_files:
@@ -149,4 +190,5 @@ def write_task_manifest(
         data_files=[d.file_path for d in data_files],
         added_bytes=sum(d.file_size_in_bytes for d in data_files),
         partition_metrics=metrics,
+        schema_change=change,
     )

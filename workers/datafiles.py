@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.io import FileIO, OutputFile, OutputStream
-from pyiceberg.io.pyarrow import ParquetFormatWriter, parquet_path_to_id_mapping, schema_to_pyarrow
+from pyiceberg.io.fileformat import DataFileStatistics
+from pyiceberg.io.pyarrow import (
+    ParquetFormatWriter,
+    data_file_statistics_from_parquet_metadata,
+    parquet_path_to_id_mapping,
+    schema_to_pyarrow,
+)
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey, PartitionSpec
 from pyiceberg.schema import Schema, sanitize_column_names
@@ -27,6 +33,7 @@ from pyiceberg.typedef import Record
 
 from app.settings import DEFAULT_WRITE_BUFFER_BYTES
 from app.values import int_property
+from workers import schema_cache
 from workers.parquet_encoding import dictionary_columns
 from workers.partition_split import split_rows
 
@@ -50,6 +57,21 @@ class _ParquetWriter(ParquetFormatWriter):
         if self._writer is None:
             self._parquet_writer_kwargs["use_dictionary"] = dictionary_columns(table, self._leaf_paths)
         super().write(table)
+
+    def close(self) -> DataFileStatistics:
+        """pyiceberg's close, with the statistics plan and column ids made once per schema."""
+        if self._result is not None:
+            return self._result
+        if self._writer is None or self._fos is None:
+            raise ValueError("Cannot close a writer that was never written to")
+        with self._fos:
+            self._writer.close()
+            self._result = data_file_statistics_from_parquet_metadata(
+                parquet_metadata=self._writer.writer.metadata,
+                stats_columns=schema_cache.statistics_plan(self._file_schema, self._properties),
+                parquet_column_mapping=schema_cache.column_ids(self._file_schema),
+            )
+        return self._result
 
 
 @dataclass
@@ -93,9 +115,10 @@ class DataFileWriter:
         self._properties = properties
         self._locations = locations
         self._prefix = name_prefix
-        self._file_schema = sanitize_column_names(schema)
-        self._arrow_file_schema = schema_to_pyarrow(self._file_schema)
-        self._leaf_paths = list(parquet_path_to_id_mapping(self._file_schema))
+        # derived from the schema once per schema, not per task (workers/schema_cache.py)
+        self._file_schema = schema_cache.sanitized(schema)
+        self._arrow_file_schema = schema_cache.arrow_schema(self._file_schema)
+        self._leaf_paths = list(schema_cache.column_ids(self._file_schema))
         self._target = int_property(properties, TARGET_FILE_SIZE, DEFAULT_TARGET_FILE_SIZE)
         self._group_rows = int_property(properties, ROW_GROUP_LIMIT, DEFAULT_ROW_GROUP_ROWS)
         self._budget = buffer_bytes
@@ -148,6 +171,20 @@ class DataFileWriter:
                 self._flush(part)
         while self._buffered > self._budget:
             self._flush(max(self._partitions.values(), key=lambda p: p.nbytes))
+
+    def evolve(self, schema: Schema) -> None:
+        """Write from now on with ``schema``, a widening of the current one (schema mode evolve): what is
+        buffered is written and every open file finished first, under the schema it was started with
+        (readers widen those files' columns, as Iceberg's type promotion allows)."""
+        self._route_pending()
+        for part in self._partitions.values():
+            self._flush(part)
+            if part.file is not None:
+                self._finish(part)
+        self._schema = schema
+        self._file_schema = sanitize_column_names(schema)
+        self._arrow_file_schema = schema_to_pyarrow(self._file_schema)
+        self._leaf_paths = list(parquet_path_to_id_mapping(self._file_schema))
 
     def close(self) -> list[DataFile]:
         self._route_pending()

@@ -1,8 +1,10 @@
 """Read one source file (parquet, CSV, JSON lines; CSV/JSON optionally gzipped) as Arrow batches.
 
 Every batch has exactly the Arrow schema ``schema_to_pyarrow(table_schema)``: columns are matched
-by name (case-sensitive), extra source columns are ignored, a missing optional column becomes
-all-null, and values are cast to the target type. Reading streams with bounded memory: parquet
+by name (case-sensitive), a missing optional column becomes all-null, and values are cast to the
+target type. Source columns the schema lacks (top level or inside structs) are refused in schema
+modes strict and evolve (evolve has added the ones it found to the schema it reads with, see
+:mod:`workers.schema_drift`), naming the file and the columns, and left out in mode ignore. Reading streams with bounded memory: parquet
 batch by batch, CSV and JSON block by block (``batch_bytes`` per block; one CSV row or JSON line
 must fit in a block). Every failure is a :class:`SourceError` that names the file, and the
 column and both types when a value cannot be cast.
@@ -41,7 +43,9 @@ from pyiceberg.schema import Schema
 
 from app.errors import SourceError
 from app.formats import SourceFormat, source_format
+from app.iceberg.schema_evolution import SchemaMode
 from workers.record_ranges import Span, check_span, open_bytes
+from workers.schema_drift import Refusal, diff, unknown_json_keys
 
 _CSV_COLUMN = re.compile(r"In CSV column #(\d+): (.*)", re.DOTALL)
 _JSON_CHANGED = re.compile(r"Column\(/([^)/]+)[^)]*\) changed from \w+ to (\w+)")
@@ -61,6 +65,7 @@ def read_source(
     batch_bytes: int = 16 << 20,
     span: Span | None = None,
     fmt: SourceFormat | None = None,
+    mode: SchemaMode = SchemaMode.STRICT,
 ) -> Iterator[pa.RecordBatch]:
     """Stream ``path`` (or only its ``span``) as non-empty batches conforming to ``schema_to_pyarrow(schema)``.
 
@@ -81,8 +86,30 @@ def read_source(
         raise SourceError(f"{path}: cannot be read: {reason}")
     target = schema_to_pyarrow(schema)
     types = {f.name: str(f.field_type) for f in schema.fields}
-    readers = {"parquet": _read_parquet, "csv": _read_csv, "jsonl": _read_json}
-    return _guarded(path, readers[name](path, gz, span, target, types, batch_bytes))
+    if name == "jsonl":
+        check = None if mode == SchemaMode.IGNORE else Refusal(path, gz, span, schema, mode)
+        return _guarded(path, _read_json(path, gz, span, target, types, batch_bytes, check))
+    readers = {"parquet": _read_parquet, "csv": _read_csv}
+    batches = readers[name](path, gz, span, target, types, batch_bytes)
+    if mode != SchemaMode.IGNORE:
+        batches = _checked(Refusal(path, gz, span, schema, mode), name, batch_bytes, batches)
+    return _guarded(path, batches)
+
+
+def _checked(
+    refusal: Refusal, name: str, batch_bytes: int, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """``batches``, once the file's columns (Parquet: its schema; CSV: its header) are all in the schema."""
+    if name == "parquet":
+        new = diff(refusal.schema, pq.read_schema(refusal.path), typed=False)
+        if new.new:
+            raise refusal.error(new.describe_new())
+    else:
+        names = {f.name for f in refusal.schema.fields}
+        extra = [c for c in _csv_header(refusal.path, refusal.gz, max(batch_bytes, 1 << 16)) if c not in names]
+        if extra:
+            raise refusal.error(", ".join(f"'{c}'" for c in extra))
+    yield from batches
 
 
 def _guarded(path: pathlib.Path, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -279,9 +306,9 @@ def _json_type(t: pa.DataType) -> pa.DataType:
 
 
 def _json_batches(
-    path: pathlib.Path, gz: bool, span: Span | None, schema: pa.Schema, batch_bytes: int
+    path: pathlib.Path, gz: bool, span: Span | None, schema: pa.Schema, batch_bytes: int, unexpected: str = "ignore"
 ) -> Iterator[pa.RecordBatch]:
-    parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    parse = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior=unexpected)
     with open_bytes(path, gz, span) as stream:
         try:
             reader = pajson.open_json(
@@ -346,10 +373,15 @@ def _read_json(
     target: pa.Schema,
     types: dict[str, str],
     batch_bytes: int,
+    refusal: Refusal | None = None,
 ) -> Iterator[pa.RecordBatch]:
     schema = pa.schema([pa.field(f.name, _json_type(f.type)) for f in target])
     try:
-        for batch in _json_batches(path, gz, span, schema, batch_bytes):
+        for batch in _json_batches(path, gz, span, schema, batch_bytes, "ignore" if refusal is None else "error"):
             yield _conform(path, batch, target, types)
     except pa.ArrowInvalid as exc:
+        if refusal is not None and "unexpected field" in str(exc):
+            keys = unknown_json_keys(path, gz, span, refusal.schema)
+            if keys:
+                raise refusal.error(", ".join(f"'{k}'" for k in keys)) from exc
         raise _json_error(path, gz, span, exc, schema, types, batch_bytes) from exc

@@ -14,6 +14,7 @@ import redis
 from pyiceberg.table import Table
 
 from app.errors import SourceError
+from app.iceberg.schema_evolution import FieldRequest, ReservedField, SchemaMode
 from app.jobs.model import OPEN_STATES, TaskSpec
 from app.jobs.service import JobService
 from app.settings import Settings
@@ -110,6 +111,13 @@ def run_task(service: JobService, job_id: str, task_id: str, settings: Settings)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("progress not reported, Redis unreachable: %s", exc, extra={"job_id": job_id})
 
+    def reserve(floor: int, requests: list[FieldRequest]) -> list[ReservedField]:
+        # first reservation wins: every task of the job, on any host, writes a new column under one id
+        table_uuid = job.snapshot.table_uuid
+        return through_outage(
+            lambda: store.reserve_fields(job_id, table_uuid, floor, requests), "reserving new columns"
+        )
+
     descriptor = write_task_manifest(
         job.snapshot,
         table,
@@ -118,9 +126,12 @@ def run_task(service: JobService, job_id: str, task_id: str, settings: Settings)
         on_batch=progress,
         on_file=lambda path: through_outage(lambda: store.journal_file(job_id, path), "journaling a file"),
         buffer_bytes=settings.write_buffer_bytes,
+        schema_mode=SchemaMode(job.schema_mode),
+        reserve=reserve,
     )
     result = through_outage(
-        lambda: service.record_manifest(job_id, task_id, descriptor, table), "recording the manifest"
+        lambda: service.record_manifest(job_id, task_id, descriptor, table, job, written_here=True),
+        "recording the manifest",
     )
     log.info(
         "task %s",

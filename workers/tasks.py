@@ -11,24 +11,50 @@ from typing import Any
 
 import redis
 from celery import Task, shared_task
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_init, worker_process_init
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
-from app.celery_app import AUTOCOMMIT_TASK, COMMIT_TASK, INGEST_TASK, PLAN_TASK, WATCHDOG_TASK
+from app.celery_app import (
+    AUTOCOMMIT_TASK,
+    COMMIT_TASK,
+    DEFAULT_REDIS_URL,
+    INGEST_TASK,
+    PLAN_TASK,
+    WATCHDOG_TASK,
+)
 from app.errors import CommitInProgress, FailedPrecondition, PermanentError, RetryableError
 from app.logs import configure_logging, current_job_id
 from app.runtime import get_service
 from app.settings import get_settings
 from workers.datafiles import use_jemalloc_unless_configured
+from workers.heartbeat import Heartbeat
 from workers.planning import host_processes, run_plan
+from workers.task_events import BatchedTaskEvents, FloeRequest
 from workers.task_runner import run_task
 
 log = logging.getLogger("floe.tasks")
+
+
+# Celery's own line per task received (main process) and per task succeeded (pool process): Floe logs
+# each task once, with its job id, task id, outcome and rows; failures and rejections stay Celery's
+# (WARNING and above), retries are Floe's (IngestTask.on_retry). FLOE_LOG_LEVEL=DEBUG keeps them all.
+PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
 
 
 @setup_logging.connect
 def _configure_logging(**_kwargs: Any) -> None:
     # Floe's JSON logs instead of Celery's own format, in workers and beat alike.
     configure_logging()
+    if logging.getLogger().getEffectiveLevel() >= logging.INFO:
+        for name in PER_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 _processes = 0  # this worker's pool size, set in the main process before the pool forks
@@ -41,11 +67,32 @@ def _at_worker_start(sender: Any = None, **_kwargs: Any) -> None:
     settings = get_settings()
     use_jemalloc_unless_configured(settings.arrow_memory_pool)
     _processes = int(getattr(sender, "concurrency", 0) or 0)
+    if sender is not None:
+        sender.app.steps["consumer"].add(BatchedTaskEvents)  # workers/task_events.py
     if settings.worker_id:
         try:
             get_service().store.worker_heartbeat(settings.worker_id, concurrency=_processes)
         except Exception as exc:  # noqa: BLE001 - the heartbeat is advisory; tasks report problems
             log.warning("could not report this worker's concurrency: %s", exc)
+
+
+_heartbeat: Heartbeat | None = None
+
+
+@worker_ready.connect
+def _start_heartbeat(**_kwargs: Any) -> None:
+    """The host's heartbeat, from the main process once the pool is up (workers/heartbeat.py)."""
+    global _heartbeat
+    settings = get_settings()
+    if settings.worker_id and _heartbeat is None:
+        url = settings.redis_url or DEFAULT_REDIS_URL
+        _heartbeat = Heartbeat.for_url(url, settings.worker_id, _processes).start()
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_kwargs: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
 
 
 @worker_process_init.connect
@@ -79,6 +126,7 @@ class RetriedTask(Task):  # type: ignore[misc]
     """Retryable errors retry with backoff; a permanent one, or running out of retries, ends the task
     and records why on the job (``failed``)."""
 
+    Request = FloeRequest
     autoretry_for = RETRYABLE
     retry_backoff = 2
     retry_backoff_max = 60
@@ -99,6 +147,16 @@ class RetriedTask(Task):  # type: ignore[misc]
 class IngestTask(RetriedTask):
     def failed(self, job_id: str, task_id: str, reason: str) -> None:
         get_service().task_failed(job_id, task_id, reason, permanent=True)
+
+    def on_retry(self, exc: BaseException, celery_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        log.warning(
+            "task will retry (%s of %s): %s: %s", self.request.retries + 1, self.max_retries, type(exc).__name__, exc,
+            extra={"job_id": args[0], "task_id": args[1]},
+        )  # fmt: skip
+        try:  # not running while it waits for its retry (its host shows it queued)
+            get_service().store.task_stopped(args[0], args[1])
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass  # Redis is why it retries; the retry marks it running again
 
 
 @shared_task(name=INGEST_TASK, base=IngestTask, bind=True)

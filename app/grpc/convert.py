@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from app.errors import InvalidArgument
 from app.iceberg import DistributedSnapshot
 from app.jobs.model import HostInfo, HostProgress, HostSource, Job, JobState, TableRef, TaskSpec
+from app.jobs.task_batch import TaskBatch
 from app.proto_gen.api import common_pb2
 
 STATE_TO_PROTO = {
@@ -17,6 +19,21 @@ STATE_TO_PROTO = {
     JobState.CANCELLED: common_pb2.CANCELLED,
 }
 PROTO_TO_STATE = {v: k for k, v in STATE_TO_PROTO.items()}
+SCHEMA_MODE_TO_PROTO = {
+    "strict": common_pb2.SCHEMA_MODE_STRICT,
+    "evolve": common_pb2.SCHEMA_MODE_EVOLVE,
+    "ignore": common_pb2.SCHEMA_MODE_IGNORE,
+}
+# UNSPECIFIED: the table's floe.schema-mode decides (strict when unset)
+PROTO_TO_SCHEMA_MODE = {common_pb2.SCHEMA_MODE_UNSPECIFIED: "", **{v: k for k, v in SCHEMA_MODE_TO_PROTO.items()}}
+
+
+def schema_mode_from_proto(value: int) -> str:
+    if value not in PROTO_TO_SCHEMA_MODE:
+        raise InvalidArgument(
+            f"schema_mode={value} is not a SchemaMode (SCHEMA_MODE_STRICT, SCHEMA_MODE_EVOLVE, SCHEMA_MODE_IGNORE)"
+        )
+    return PROTO_TO_SCHEMA_MODE[value]  # type: ignore[index]
 
 
 def table_from_proto(msg: common_pb2.TableRef, present: bool = True) -> TableRef | None:
@@ -35,6 +52,12 @@ def sources_from_proto(sources: object) -> list[HostSource]:
 
 def tasks_from_proto(tasks: object) -> list[TaskSpec]:
     return [TaskSpec(t.task_id, t.host, tuple(t.paths)) for t in tasks]  # type: ignore[attr-defined]
+
+
+def task_batch_from_proto(tasks: object) -> TaskBatch:
+    """StartJob's tasks as columns (no Python object per task: 10,000 tasks in a few milliseconds)."""
+    listed = list(tasks)  # type: ignore[call-overload]
+    return TaskBatch([t.task_id for t in listed], [t.host for t in listed], [t.paths for t in listed])
 
 
 def snapshot_to_proto(snap: DistributedSnapshot) -> common_pb2.DistributedSnapshot:
@@ -86,6 +109,7 @@ def job_to_proto(job: Job, hosts: list[tuple[HostProgress, HostInfo, bool]] | No
         finished_at=_ts(job.finished_at),
         planning=job.planning,
         hosts=[host_progress_to_proto(p, info, live) for p, info, live in hosts or []],
+        schema_mode=SCHEMA_MODE_TO_PROTO.get(job.schema_mode, common_pb2.SCHEMA_MODE_UNSPECIFIED),
     )
 
 
@@ -98,7 +122,8 @@ def host_progress_to_proto(progress: HostProgress, info: HostInfo, live: bool) -
         planned_bytes=plan.bytes if plan else 0,
         plan_note=plan.note if plan else "",
         tasks_total=progress.tasks_total,
-        tasks_queued=max(0, progress.tasks_total - progress.tasks_done - progress.tasks_failed),
+        tasks_queued=progress.tasks_queued,
+        tasks_running=progress.tasks_running,
         tasks_done=progress.tasks_done,
         tasks_failed=progress.tasks_failed,
         live=live,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -13,10 +14,11 @@ from app.grpc.convert import (
     PROTO_TO_STATE,
     host_to_proto,
     job_to_proto,
+    schema_mode_from_proto,
     snapshot_to_proto,
     sources_from_proto,
     table_from_proto,
-    tasks_from_proto,
+    task_batch_from_proto,
 )
 from app.iceberg import ManifestDescriptor
 from app.jobs.events import JobEvents
@@ -26,9 +28,18 @@ from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 # A watcher re-reads the job at least this often, in case a change notification was lost.
 WATCH_FALLBACK_SECONDS = 2.0
+# ... and pushes at most one update per this interval (progress, not a change log; the end comes at most
+# this much later)
+WATCH_MIN_INTERVAL_SECONDS = 0.1
 # Each WatchJob stream holds one of the server's threads while it waits: at most this many at once,
 # so watchers can never starve the other RPCs of threads.
 DEFAULT_MAX_WATCHES = 16
+
+
+def _after_rpc(context: grpc.ServicerContext, fn: Callable[[], None]) -> None:
+    """Run ``fn`` once the RPC has ended (its answer sent), or now if it has already."""
+    if not context.add_callback(fn):
+        fn()
 
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
@@ -50,13 +61,15 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
                 table=table_from_proto(request.table, request.HasField("table")),
                 requester=request.requester,
                 job_timeout_seconds=request.job_timeout_seconds,
-                tasks=tasks_from_proto(request.tasks),
+                tasks=task_batch_from_proto(request.tasks),
                 expected_manifest_count=request.expected_manifest_count,
                 auto_commit=request.auto_commit if request.HasField("auto_commit") else None,
                 snapshot_properties=dict(request.snapshot_properties),
                 idempotency_key=request.idempotency_key,
                 sources=sources_from_proto(request.sources),
-            )
+                schema_mode=schema_mode_from_proto(request.schema_mode),
+            ),
+            after_answer=lambda publish: _after_rpc(context, publish),
         )
         return coordinator_pb2.StartJobResponse(
             job_id=job.job_id,
@@ -177,12 +190,16 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             with self.events.watch(job.job_id) as watch:
                 job = self.service.status(job.job_id)  # re-read: a change may precede the watch
                 yield job_to_proto(job, self.service.hosts_of(job))
-                version = job.version
+                version, sent = job.version, time.monotonic()
                 while not job.state.terminal and context.is_active():
                     watch.wait(WATCH_FALLBACK_SECONDS)
+                    # a burst of changes (a manifest every few ms) goes out as one update per
+                    # WATCH_MIN_INTERVAL_SECONDS, read once at its end
+                    while (pause := sent + WATCH_MIN_INTERVAL_SECONDS - time.monotonic()) > 0:
+                        watch.wait(pause)
                     job = self.service.status(job.job_id)
                     if job.version != version:
-                        version = job.version
+                        version, sent = job.version, time.monotonic()
                         yield job_to_proto(job, self.service.hosts_of(job))
         finally:
             self._watch_slots.release()

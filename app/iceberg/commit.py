@@ -6,6 +6,12 @@ the manifests from their descriptions (pyiceberg's manifest-list writer mutates 
 writes a manifest list and calls ``commit_table`` with ``AssertTableUUID`` and
 ``AssertRefSnapshotId(main == parent)``. A conflict retries with backoff under the table's
 ``commit.retry.*`` properties; an unknown outcome deletes nothing.
+
+When the tasks' descriptors carry a schema change (schema mode evolve), each attempt applies it to
+the table's schema as it is then and adds that schema, made current, in the same ``commit_table`` call
+as the snapshot, under ``AssertCurrentSchemaId`` and ``AssertLastAssignedFieldId``: another writer's
+schema change makes the attempt conflict and the next one rebases over it
+(:mod:`app.iceberg.schema_evolution`).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from app.errors import (
 from app.iceberg.descriptor import ManifestDescriptor
 from app.iceberg.files import delete_quietly
 from app.iceberg.merge import MergePolicy, merge_manifests
+from app.iceberg.schema_evolution import SchemaChange, plan_schema_commit
 from app.iceberg.snapshot import DistributedSnapshot, check_writable
 from app.iceberg.summary import COMMIT_UUID_KEY, JOB_ID_KEY, build_summary, check_extra_properties
 from app.iceberg.unavailable import CATALOG_UNAVAILABLE
@@ -140,6 +147,7 @@ def commit_distributed_snapshot(
     check_extra_properties(extra)
     extra[COMMIT_UUID_KEY] = snapshot.commit_uuid
     _validate(snapshot, manifests)
+    change = SchemaChange.union(m.schema_change for m in manifests)
     job_id = extra.get(JOB_ID_KEY)
     started = time.monotonic()
     attempt = 0
@@ -159,7 +167,7 @@ def commit_distributed_snapshot(
         check_writable(table)
         retry = RetryPolicy.from_properties(table.metadata.properties)
         try:
-            committed, merged_away = _attempt(table, snapshot, manifests, extra, attempt)
+            committed, merged_away = _attempt(table, snapshot, manifests, extra, attempt, change)
         except CommitFailedException as exc:
             elapsed_ms = (time.monotonic() - started) * 1000
             if attempt >= retry.num_retries or elapsed_ms >= retry.total_timeout_ms:
@@ -216,9 +224,11 @@ def _attempt(
     manifests: list[ManifestDescriptor],
     extra: Mapping[str, str],
     attempt: int,
+    change: SchemaChange | None = None,
 ) -> tuple[int, list[str]]:
     """One commit attempt: (the snapshot id, the worker manifests merged away, now unreferenced)."""
     metadata = table.metadata
+    evolution = plan_schema_commit(metadata, change or SchemaChange())  # on the schema as it is now
     io = table.io
     parent = metadata.current_snapshot()
     parent_id = parent.snapshot_id if parent is not None else None
@@ -233,6 +243,7 @@ def _attempt(
         existing,
         policy,
         name_prefix=f"{snapshot.commit_uuid}-merged-a{attempt}",
+        schema=evolution.schema,
     )
     list_path = table.location_provider().new_metadata_location(
         f"snap-{snapshot.snapshot_id}-{attempt}-{snapshot.commit_uuid}.avro"
@@ -252,7 +263,7 @@ def _attempt(
         manifest_list=list_path,
         sequence_number=sequence_number,
         summary=build_summary(manifests, parent, metadata.properties, extra),
-        schema_id=metadata.current_schema_id,
+        schema_id=evolution.schema.schema_id,
     )
     try:
         table.catalog.commit_table(
@@ -260,8 +271,10 @@ def _attempt(
             requirements=(
                 AssertTableUUID(uuid=metadata.table_uuid),
                 AssertRefSnapshotId(snapshot_id=parent_id, ref=MAIN_BRANCH),
+                *evolution.requirements,
             ),
             updates=(
+                *evolution.updates,
                 AddSnapshotUpdate(snapshot=new_snapshot),
                 SetSnapshotRefUpdate(
                     snapshot_id=snapshot.snapshot_id,

@@ -10,6 +10,7 @@ from typing import Any
 from pyiceberg.manifest import UNASSIGNED_SEQ, ManifestContent, ManifestFile, PartitionFieldSummary
 
 from app.errors import InvalidArgument
+from app.iceberg.schema_change import SchemaChange
 
 
 def _b64(value: bytes | None) -> str | None:
@@ -73,6 +74,8 @@ class ManifestDescriptor:
     partitions: list[dict[str, Any]]
     data_files: list[str]
     partition_metrics: dict[str, PartitionMetrics] = field(default_factory=dict)
+    # the fields the task added and the columns it widened (schema mode evolve): the commit applies them
+    schema_change: SchemaChange = field(default_factory=SchemaChange)
 
     @classmethod
     def from_manifest(
@@ -83,6 +86,7 @@ class ManifestDescriptor:
         data_files: list[str],
         added_bytes: int,
         partition_metrics: dict[str, PartitionMetrics],
+        schema_change: SchemaChange | None = None,
     ) -> ManifestDescriptor:
         assert manifest.added_snapshot_id is not None
         return cls(
@@ -106,6 +110,7 @@ class ManifestDescriptor:
             ],
             data_files=list(data_files),
             partition_metrics=dict(partition_metrics),
+            schema_change=schema_change or SchemaChange(),
         )
 
     def to_manifest_file(self) -> ManifestFile:
@@ -137,7 +142,9 @@ class ManifestDescriptor:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["schema_change"] = self.schema_change.to_dict()
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -170,6 +177,7 @@ class ManifestDescriptor:
                 ],
                 data_files=[_path(p) for p in data["data_files"]],
                 partition_metrics=metrics,
+                schema_change=SchemaChange.from_dict(data.get("schema_change")),
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise InvalidArgument(f"not a valid manifest description: missing or wrong field {exc}") from None

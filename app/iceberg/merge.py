@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from pyiceberg.io import FileIO
 from pyiceberg.manifest import ManifestContent, ManifestEntryStatus, ManifestFile, write_manifest
+from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.utils.bin_packing import ListPacker
 
@@ -57,8 +58,11 @@ def merge_manifests(
     existing: list[ManifestFile],
     policy: MergePolicy,
     name_prefix: str,
+    schema: Schema | None = None,
 ) -> MergeResult:
-    """Return the manifests for the new manifest list, merging bins as the policy says."""
+    """Return the manifests for the new manifest list, merging bins as the policy says (merged
+    manifests are written with ``schema``, by default the table's)."""
+    schema = schema or table.metadata.schema()
     all_manifests = new + existing
     if not policy.enabled or not new:
         return MergeResult(all_manifests)
@@ -80,32 +84,43 @@ def merge_manifests(
             path = table.location_provider().new_metadata_location(
                 f"{name_prefix}-{len(result.written)}.avro"
             )
-            result.manifests.append(_merge_bin(table, io, snapshot_id, spec_id, manifest_bin, path))
+            result.manifests.append(_merge_bin(table, io, snapshot_id, spec_id, manifest_bin, path, schema))
             result.written.append(path)
     result.manifests.extend(deletes)
     return result
 
 
 def _merge_bin(
-    table: Table, io: FileIO, snapshot_id: int, spec_id: int, manifests: list[ManifestFile], path: str
+    table: Table,
+    io: FileIO,
+    snapshot_id: int,
+    spec_id: int,
+    manifests: list[ManifestFile],
+    path: str,
+    schema: Schema,
 ) -> ManifestFile:
     if concatenable(manifests, snapshot_id):
         try:
-            metadata = table.metadata
-            return concat_manifests(io, manifests, path, metadata.specs()[spec_id], metadata.schema())
+            return concat_manifests(io, manifests, path, table.metadata.specs()[spec_id], schema)
         except NotConcatenable:
             pass
-    return _write_merged(table, io, snapshot_id, spec_id, manifests, path)
+    return _write_merged(table, io, snapshot_id, spec_id, manifests, path, schema)
 
 
 def _write_merged(
-    table: Table, io: FileIO, snapshot_id: int, spec_id: int, manifests: list[ManifestFile], path: str
+    table: Table,
+    io: FileIO,
+    snapshot_id: int,
+    spec_id: int,
+    manifests: list[ManifestFile],
+    path: str,
+    schema: Schema,
 ) -> ManifestFile:
     metadata = table.metadata
     writer = write_manifest(
         format_version=metadata.format_version,  # type: ignore[arg-type]
         spec=metadata.specs()[spec_id],
-        schema=metadata.schema(),
+        schema=schema,
         output_file=io.new_output(path),
         snapshot_id=snapshot_id,
         avro_compression=metadata.properties.get("write.avro.compression-codec", "gzip"),  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import json
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,9 +46,12 @@ class HostStore:
         for t in tasks:
             args += [t.task_id, t.to_json()]
         outcome, state = self._register_plan(
-            keys=[keys.job(job_id), keys.job_tasks(job_id), keys.job_hosts(job_id), keys.job_plans(job_id)],
+            keys=[
+                keys.job(job_id), keys.job_tasks(job_id), keys.job_hosts(job_id), keys.job_plans(job_id),
+                keys.job_dispatch(job_id), keys.DISPATCH_PENDING,
+            ],
             args=args,
-        )
+        )  # fmt: skip
         return str(outcome), str(state)
 
     def plans(self, job_id: str) -> dict[str, HostPlan]:
@@ -73,7 +77,9 @@ class HostStore:
         pipe.hgetall(keys.job_hosts(job_id))
         pipe.hkeys(keys.job_sources(job_id))
         pipe.hgetall(keys.job_plans(job_id))
-        counts, sourced, plans = pipe.execute()
+        pipe.hvals(keys.job_running(job_id))
+        counts, sourced, plans, running_on = pipe.execute()
+        running = Counter(running_on)
         names = {field.rpartition(":")[0] for field in counts} | set(sourced) | set(plans)
         out = []
         for host in sorted(names):
@@ -81,7 +87,9 @@ class HostStore:
                 return int(counts.get(f"{host}:{what}", 0))
 
             plan = HostPlan.from_json(plans[host]) if host in plans else None
-            out.append(HostProgress(host, host in sourced, plan, n("total"), n("done"), n("failed")))
+            out.append(
+                HostProgress(host, host in sourced, plan, n("total"), n("done"), n("failed"), running[host])
+            )
         return out
 
     # --- worker heartbeats ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pyiceberg.table import Table
 from app.errors import InvalidArgument
 from app.iceberg import ManifestDescriptor
 from app.iceberg.manifest_reader import read_entries
+from app.iceberg.schema_evolution import ReservedField, SchemaMode
 
 
 def check_reported_manifest(table: Table, descriptor: ManifestDescriptor) -> None:
@@ -49,3 +50,23 @@ def check_reported_manifest(table: Table, descriptor: ManifestDescriptor) -> Non
             f"manifest {descriptor.manifest_path} holds {len(entries)} files, its description says "
             f"{descriptor.added_files_count}"
         )
+
+
+def check_schema_change(descriptor: ManifestDescriptor, schema_mode: str, reserved: list[ReservedField]) -> None:
+    """A manifest may add only the columns its job reserved (schema mode evolve), under their ids."""
+    change = descriptor.schema_change
+    if not change:
+        return
+    if schema_mode != SchemaMode.EVOLVE.value:
+        raise InvalidArgument(
+            f"manifest {descriptor.manifest_path} changes the table's schema, but the job's schema mode is "
+            f"{schema_mode} (only evolve adds columns or widens types)"
+        )
+    held = {r.field_id: r for r in reserved}
+    for f in change.added:
+        r = held.get(f.field_id)
+        if r is None or r.path[-1] != f.name or r.parent_id != f.parent_id:
+            raise InvalidArgument(
+                f"manifest {descriptor.manifest_path} adds column {f.name!r} as field id {f.field_id}, "
+                "which the job did not reserve for it"
+            )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -119,6 +120,11 @@ class HostProgress:
     tasks_total: int
     tasks_done: int
     tasks_failed: int
+    tasks_running: int = 0  # started by a worker and not yet finished
+
+    @property
+    def tasks_queued(self) -> int:
+        return max(0, self.tasks_total - self.tasks_done - self.tasks_failed - self.tasks_running)
 
     @property
     def planning(self) -> bool:
@@ -152,6 +158,7 @@ class Job:
     version: int = 0
     hosts_to_plan: int = 0  # hosts that have not registered their plan yet
     has_sources: bool = False  # hosts plan (some of) the job's tasks
+    schema_mode: str = "strict"  # strict | evolve | ignore (app.iceberg.schema_evolution.SchemaMode)
 
     @property
     def planning(self) -> bool:
@@ -205,6 +212,7 @@ class Job:
             version=_int("version"),
             hosts_to_plan=_int("hosts_to_plan"),
             has_sources=data.get("has_sources") == "1",
+            schema_mode=data.get("schema_mode") or "strict",
         )
 
     def summary(self) -> dict[str, Any]:
@@ -228,12 +236,13 @@ class NewJob:
     snapshot: DistributedSnapshot
     requester: str
     timeout_seconds: int
-    tasks: list[TaskSpec]
+    tasks: Sequence[TaskSpec]  # a list, or the columns of app.jobs.task_batch.TaskBatch
     expected: int
     auto_commit: bool
     snapshot_properties: dict[str, str]
     idempotency_key: str = ""
     sources: list[HostSource] = field(default_factory=list)
+    schema_mode: str = "strict"  # resolved at StartJob: the request's, else the table property's
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,31 @@ from app.keys import JOB_EVENTS
 # Run right after a script bumps a job's version: wakes the job's watchers (app.jobs.events).
 _PUBLISH = f"redis.call('PUBLISH', '{JOB_EVENTS}', redis.call('HGET', KEYS[1], 'id'))"
 
-# KEYS: job, jobs-by-time, active, idempotency (or ""), tasks, hosts, sources
-# ARGV: job_id, fields JSON, created_at, tasks JSON (object task_id -> spec JSON),
-#       sources JSON (object host -> JSON list of globs)
+# The specs of the tasks StartJob named travel in the job's dispatch list (entries '<host>/<id>\\1<spec>')
+# and reach the tasks hash as each chunk is published (app/jobs/dispatch_scripts.py), so CREATE costs
+# Redis a few list pushes, whatever the number of tasks. A script that must see every task first calls
+# materialize(job, tasks, dispatch list): it stores the specs of the chunks not yet published (once).
+MATERIALIZE = """
+local function materialize(job, tasks, list)
+  if redis.call('HGET', job, 'specs_complete') ~= '0' then return end
+  local cursor = tonumber(redis.call('HGET', job, 'dispatched') or '0')
+  for _, chunk in ipairs(redis.call('LRANGE', list, cursor, -1)) do
+    for task_id, spec in string.gmatch(chunk, '[^/\\n]*/([^\\1\\n]*)\\1([^\\n]*)') do
+      redis.call('HSETNX', tasks, task_id, spec)
+    end
+  end
+  redis.call('HSET', job, 'specs_complete', '1')
+end
+"""
+
+# KEYS: job, jobs-by-time, active, idempotency (or ""), tasks, hosts, sources, dispatch list,
+#       dispatch lock, dispatch-pending set
+# ARGV: job_id, fields JSON, created_at, (unused), task count, tasks per host (JSON object host -> n),
+#       sources (JSON list of [host, JSON list of globs]), dispatch token (or ''), dispatch lease ms,
+#       then the tasks' dispatch entries ('<host>/<id>\1<spec JSON>') in chunks
+# Records the job, its tasks (in its dispatch list, each with its spec: see MATERIALIZE) and what it
+# publishes (the tasks' chunks, then one chunk of the source hosts' planning tasks), and hands the
+# dispatch lease to the caller's token, all at once. A chunk is entries separated by line breaks.
 CREATE = """
 if KEYS[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
@@ -22,33 +44,38 @@ end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, ARGV[1]} end
 local fields = cjson.decode(ARGV[2])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
-local tasks = cjson.decode(ARGV[4])
-local n = 0
-for task_id, spec in pairs(tasks) do
-  redis.call('HSET', KEYS[5], task_id, spec)
-  redis.call('HINCRBY', KEYS[6], (cjson.decode(spec)['host'] or '') .. ':total', 1)
-  n = n + 1
-end
-redis.call('HSET', KEYS[1], 'tasks_total', n)
-local hosts = 0
-for host, globs in pairs(cjson.decode(ARGV[5])) do
-  redis.call('HSET', KEYS[7], host, globs)
+for i = 10, #ARGV do redis.call('RPUSH', KEYS[8], ARGV[i]) end
+for host, count in pairs(cjson.decode(ARGV[6])) do redis.call('HINCRBY', KEYS[6], host .. ':total', count) end
+redis.call('HSET', KEYS[1], 'tasks_total', ARGV[5])
+local hosts, planners = 0, {}
+for _, source in ipairs(cjson.decode(ARGV[7])) do
+  redis.call('HSET', KEYS[7], source[1], source[2])
   hosts = hosts + 1
+  planners[hosts] = '@' .. source[1]
 end
-redis.call('HSET', KEYS[1], 'hosts_to_plan', hosts, 'has_sources', hosts > 0 and '1' or '0')
+if hosts > 0 then redis.call('RPUSH', KEYS[8], table.concat(planners, '\\n')) end
+redis.call('HSET', KEYS[1], 'hosts_to_plan', hosts, 'has_sources', hosts > 0 and '1' or '0', 'dispatched', 0,
+  'specs_complete', #ARGV >= 10 and '0' or '1')
+if redis.call('EXISTS', KEYS[8]) == 1 then
+  redis.call('SADD', KEYS[10], ARGV[1])
+  if ARGV[8] ~= '' then redis.call('SET', KEYS[9], ARGV[8], 'PX', ARGV[9]) end
+else
+  redis.call('HSET', KEYS[1], 'enqueued', '1')
+end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
 return {1, ARGV[1]}
 """
 
-# KEYS: job, tasks, hosts.  ARGV: now, then triples task_id, host, spec JSON
-# Atomically, for the whole request: a known id registered for another host is a conflict
+# KEYS: job, tasks, hosts, dispatch list, dispatch-pending set.  ARGV: now, then triples task_id, host,
+# spec JSON. Atomically, for the whole request: a known id registered for another host is a conflict
 # ({state, 'conflict', id, registered host, ...}); new ids on a job that takes no more tasks are
-# refused ({state, 'closed', new ids...}); otherwise the new ids are registered ({state, 'ok', ids...}).
-# Returns {''} for an unknown job.
-REGISTER_TASKS = """
+# refused ({state, 'closed', new ids...}); otherwise the new ids are registered and appended to the
+# job's dispatch list ({state, 'ok', ids...}). Returns {''} for an unknown job.
+REGISTER_TASKS = MATERIALIZE + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {''} end
+materialize(KEYS[1], KEYS[2], KEYS[4])
 local conflicts = {}
 local new = {}
 for i = 2, #ARGV, 3 do
@@ -73,14 +100,18 @@ if #new > 0 and state ~= 'PENDING' and state ~= 'RUNNING' then
   for _, i in ipairs(new) do table.insert(out, ARGV[i]) end
   return out
 end
-local out = {state, 'ok'}
+local out, chunk = {state, 'ok'}, {}
 for _, i in ipairs(new) do
   if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
     table.insert(out, ARGV[i])
     redis.call('HINCRBY', KEYS[3], ARGV[i + 1] .. ':total', 1)
+    chunk[#chunk + 1] = ARGV[i + 1] .. '/' .. ARGV[i]
+    if #chunk >= 500 then redis.call('RPUSH', KEYS[4], table.concat(chunk, '\\n')); chunk = {} end
   end
 end
+if #chunk > 0 then redis.call('RPUSH', KEYS[4], table.concat(chunk, '\\n')) end
 if #out > 2 then
+  redis.call('SADD', KEYS[5], redis.call('HGET', KEYS[1], 'id'))
   redis.call('HINCRBY', KEYS[1], 'tasks_total', #out - 2)
   redis.call('HSET', KEYS[1], 'last_progress_at', ARGV[1])
   redis.call('HINCRBY', KEYS[1], 'version', 1)
@@ -89,12 +120,16 @@ end
 return out
 """
 
-# KEYS: job, manifests, tasks, metrics.  ARGV: task_id, payload, rows, bytes, files, now
-# Returns {status, detail}: accepted (detail: manifests accepted), duplicate (detail: the
-# recorded payload), late (detail: state), unknown.
-RECORD_MANIFEST = """
+# KEYS: job, manifests, tasks, metrics, hosts, running, dispatch list.
+# ARGV: task_id, payload, rows, bytes, files, now
+# Returns {status, detail}: accepted (detail: manifests accepted; then the job hash, as HGETALL gives
+# it), duplicate (detail: the recorded payload), late (detail: state), unknown. The task is no longer
+# running in every case.
+RECORD_MANIFEST = MATERIALIZE + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'unknown', ''} end
+redis.call('HDEL', KEYS[6], ARGV[1])
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then materialize(KEYS[1], KEYS[3], KEYS[7]) end
 if state ~= 'PENDING' and state ~= 'RUNNING' then return {'late', state} end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
   return {'duplicate', redis.call('HGET', KEYS[2], ARGV[1])}
@@ -120,7 +155,7 @@ redis.call('HINCRBY', KEYS[4], 'tasks_done_total', 1)
 redis.call('HINCRBY', KEYS[4], 'rows_written_total', ARGV[3])
 redis.call('HINCRBY', KEYS[4], 'bytes_written_total', ARGV[4])
 redis.call('HINCRBY', KEYS[4], 'files_written_total', ARGV[5])
-return {'accepted', tostring(accepted)}
+return {'accepted', tostring(accepted), redis.call('HGETALL', KEYS[1])}
 """
 
 # KEYS: job, active, metrics, commit lock, then the keys to expire on a terminal transition
@@ -152,12 +187,14 @@ end
 return {1, ARGV[2]}
 """
 
-# KEYS: job, failures, metrics.  ARGV: task_id, reason, now
+# KEYS: job, failures, metrics, tasks, hosts, running, dispatch list.  ARGV: task_id, reason, now
 # Returns 1 when the failure is new, 0 when the task already had one or the job is finished.
-TASK_FAILED = """
+TASK_FAILED = MATERIALIZE + """
+redis.call('HDEL', KEYS[6], ARGV[1])
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or (state ~= 'PENDING' and state ~= 'RUNNING') then return 0 end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 0 then materialize(KEYS[1], KEYS[4], KEYS[7]) end
 local spec = redis.call('HGET', KEYS[4], ARGV[1])
 redis.call('HINCRBY', KEYS[5], ((spec and cjson.decode(spec)['host']) or '') .. ':failed', 1)
 redis.call('HINCRBY', KEYS[1], 'tasks_failed', 1)
@@ -167,6 +204,29 @@ redis.call('HINCRBY', KEYS[1], 'version', 1)
 """ + _PUBLISH + """
 return 1
 """
+
+# KEYS: job, manifests, tasks, running, metrics.  ARGV: task_id
+# A worker starts a task: {job hash as HGETALL gives it, recorded manifest or nil, task spec or nil}
+# ({{}} for an unknown job). An open job's task not yet recorded is marked running on its host; a
+# task whose manifest is already recorded (a redelivery or a duplicate) is counted, not run.
+TASK_START = """
+local job = redis.call('HGETALL', KEYS[1])
+if #job == 0 then return {job} end
+local manifest = redis.call('HGET', KEYS[2], ARGV[1])
+local spec = redis.call('HGET', KEYS[3], ARGV[1])
+if manifest then
+  redis.call('HINCRBY', KEYS[5], 'tasks_repeated_total', 1)
+else
+  local state = redis.call('HGET', KEYS[1], 'state')
+  if state == 'PENDING' or state == 'RUNNING' then
+    redis.call('HSET', KEYS[4], ARGV[1], (spec and cjson.decode(spec)['host']) or '')
+  end
+end
+return {job, manifest or false, spec or false}
+"""
+
+# KEYS: running.  ARGV: task_id.  The task stopped without an outcome (it waits for a retry).
+TASK_STOPPED = "return redis.call('HDEL', KEYS[1], ARGV[1])"
 
 # KEYS: job.  ARGV: now.  Bumps last progress of an open job; returns its state or ''.
 TOUCH = """
@@ -201,9 +261,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 
-# KEYS: job, tasks, hosts, plans.  ARGV: now, host, plan JSON, then pairs task_id, spec JSON
-# Registers one host's plan exactly once (first plan wins): its tasks, its count towards the job's
-# tasks, and one host fewer to plan. Returns {'registered'|'already'|'closed'|'unknown', state}.
+# KEYS: job, tasks, hosts, plans, dispatch list, dispatch-pending set.
+# ARGV: now, host, plan JSON, then pairs task_id, spec JSON
+# Registers one host's plan exactly once (first plan wins): its tasks (appended to the job's dispatch
+# list), its count towards the job's tasks, and one host fewer to plan.
+# Returns {'registered'|'already'|'closed'|'unknown', state}.
 REGISTER_PLAN = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'unknown', ''} end
@@ -211,8 +273,16 @@ if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then return {'already', state} e
 if state ~= 'PENDING' and state ~= 'RUNNING' then return {'closed', state} end
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
 local added = 0
+local chunk = {}
 for i = 4, #ARGV, 2 do
-  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then added = added + 1 end
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
+    added = added + 1
+    chunk[#chunk + 1] = ARGV[2] .. '/' .. ARGV[i]
+  end
+end
+if added > 0 then
+  redis.call('RPUSH', KEYS[5], table.concat(chunk, '\\n'))
+  redis.call('SADD', KEYS[6], redis.call('HGET', KEYS[1], 'id'))
 end
 redis.call('HINCRBY', KEYS[3], ARGV[2] .. ':total', added)
 redis.call('HINCRBY', KEYS[1], 'tasks_total', added)
@@ -221,4 +291,35 @@ redis.call('HSET', KEYS[1], 'last_progress_at', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 """ + _PUBLISH + """
 return {'registered', state}
+"""
+
+# KEYS: job, job fields, the table's field-id counter.
+# ARGV: floor (the lowest id to hand out), counter ttl seconds, max id, then pairs: path (JSON list of
+# names), spec JSON {"type": t, "parent": an existing field id (number) or a new field's path (string)}
+# Reserves a field id per new column path, first writer wins: a known path returns what it holds,
+# whatever this caller's type (the caller reconciles). New ids come from the table's counter (shared by
+# every job on the table), never below floor. Parents come before their children in ARGV.
+# Returns {'ok', stored JSON per pair...}, {'closed', state}, {'unknown'} or {'overflow'}.
+RESERVE_FIELDS = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'unknown'} end
+if state ~= 'PENDING' and state ~= 'RUNNING' then return {'closed', state} end
+local out = {'ok'}
+for i = 4, #ARGV, 2 do
+  local stored = redis.call('HGET', KEYS[2], ARGV[i])
+  if not stored then
+    local spec = cjson.decode(ARGV[i + 1])
+    local parent = spec['parent']
+    if type(parent) == 'string' then
+      parent = cjson.decode(redis.call('HGET', KEYS[2], parent))['id']
+    end
+    local id = math.max(tonumber(redis.call('GET', KEYS[3]) or '0'), tonumber(ARGV[1]))
+    if id > tonumber(ARGV[3]) then return {'overflow'} end
+    redis.call('SET', KEYS[3], tostring(id + 1), 'EX', ARGV[2])
+    stored = cjson.encode({id = id, type = spec['type'], parent = parent})
+    redis.call('HSET', KEYS[2], ARGV[i], stored)
+  end
+  table.insert(out, stored)
+end
+return out
 """

@@ -4,42 +4,41 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from pyiceberg.table import Table
 
-from app import keys
 from app.errors import (
     AlreadyExists,
-    CommitInProgress,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
 )
 from app.iceberg import ManifestDescriptor, begin_distributed_snapshot
 from app.iceberg.files import delete_quietly
+from app.iceberg.schema_evolution import resolve_schema_mode
+from app.jobs import liveness, ticks
 from app.jobs.cleanup import JobFiles, TableLoader
 from app.jobs.committer import Committer
-from app.jobs.manifest_checks import check_reported_manifest
-from app.jobs.model import OPEN_STATES, HostInfo, HostProgress, Job, JobState, NewJob, TableRef, TaskSpec
+from app.jobs.dispatch import Dispatcher, MessageRenderer
+from app.jobs.manifest_checks import check_reported_manifest, check_schema_change
+from app.jobs.model import OPEN_STATES, HostInfo, Job, JobState, NewJob, TableRef, TaskSpec
 from app.jobs.store import JobStore, RecordResult
 from app.jobs.validation import StartJobInput, check_job_id, check_table, check_tasks
 from app.keys import DEFAULT_JOB_TIMEOUT_SECONDS
 
 log = logging.getLogger("floe.jobs")
-RESUME_ENQUEUE_AFTER_SECONDS = 10.0
+AfterAnswer = Callable[[Callable[[], None]], None]  # runs a callable once the caller has been answered
 
 
-class TaskQueue(Protocol):
-    """How the service reaches Celery (the core never imports it)."""
-
-    def send_ingest(self, job_id: str, task: TaskSpec) -> str: ...
+class TaskQueue(MessageRenderer, Protocol):
+    """How the service reaches Celery (the core never imports it): task messages are rendered here
+    and published by the dispatcher (app/jobs/dispatch.py)."""
 
     def send_commit(self, job_id: str) -> None: ...
-
-    def send_plan(self, job_id: str, host: str) -> str: ...
 
     def revoke(self, celery_ids: list[str]) -> None: ...
 
@@ -61,18 +60,25 @@ class JobService:
         self.load_table = load_table
         self.files = JobFiles(store, load_table)
         self.committer = Committer(store, load_table, self.files, self._finish_badly)
+        self.dispatcher = Dispatcher(store, queue)
 
     # --- starting -------------------------------------------------------------------------------
 
-    def start_job(self, request: StartJobInput) -> tuple[Job, bool]:
+    def start_job(self, request: StartJobInput, after_answer: AfterAnswer | None = None) -> tuple[Job, bool]:
+        """Validate, reserve the snapshot, record the job with its tasks; the dispatcher publishes the
+        messages. ``after_answer`` (the gRPC edge) defers a background dispatcher's start until the answer
+        has gone out (it would compete with the answer for the interpreter); without a background
+        dispatcher the messages are published before the answer."""
+        started = time.perf_counter()
         request = request.validated()
         assert request.table is not None
         if request.idempotency_key:
             existing = self.store.job_id_for_key(request.idempotency_key)
             if existing and (job := self.store.get(existing)) is not None:
-                self._ensure_enqueued(job)
+                self.dispatcher.hand_over(job.job_id)  # a dispatcher that died: go on at once
                 return self.store.require(job.job_id), False
         table = self.load_table(request.table)
+        schema_mode = resolve_schema_mode(request.schema_mode, table.metadata.properties, str(request.table))
         snapshot = begin_distributed_snapshot(table, request.snapshot_properties)
         timeout = request.job_timeout_seconds or DEFAULT_JOB_TIMEOUT_SECONDS
         # Auto-commit by default only when the job knows how many manifests to expect; tasks that
@@ -80,6 +86,7 @@ class JobService:
         auto_commit = request.auto_commit
         if auto_commit is None:
             auto_commit = bool(request.tasks or request.expected_manifest_count or request.sources)
+        token = self.dispatcher.new_token()
         job_id, created = self.store.create(
             NewJob(
                 table=request.table,
@@ -92,47 +99,29 @@ class JobService:
                 snapshot_properties=request.snapshot_properties,
                 idempotency_key=request.idempotency_key,
                 sources=request.sources,
-            )
+                schema_mode=schema_mode.value,
+            ),
+            dispatch_token=token,
         )
-        job = self.store.require(job_id)
-        self._ensure_enqueued(job)
+        # answered now; the messages are published by the dispatcher (in the coordinator, afterwards)
+        hand_over = partial(self.dispatcher.hand_over, job_id, token if created else None)
+        if after_answer is not None and self.dispatcher.background:
+            after_answer(hand_over)
+        else:
+            hand_over()
         log.info(
             "job started",
             extra={
                 "job_id": job_id, "table": str(request.table), "tasks": len(request.tasks),
-                "source_hosts": len(request.sources),
+                "source_hosts": len(request.sources), "seconds": round(time.perf_counter() - started, 4),
             },
         )  # fmt: skip
         return self.store.require(job_id), created
 
-    def _ensure_enqueued(self, job: Job) -> None:
-        """Publish the job's given tasks and a planning task per source host not yet planned (the
-        tasks hosts plan are published by their planner)."""
-        if job.enqueued or job.state not in OPEN_STATES:
-            return
-        ids = self._send(job.job_id, [t for t in self.store.tasks(job.job_id) if not t.pieces])
-        if job.has_sources:
-            planned = self.store.plans(job.job_id)
-            ids += [
-                self.queue.send_plan(job.job_id, host)
-                for host in sorted(self.store.sources_by_host(job.job_id))
-                if host not in planned
-            ]
-        self.store.mark_enqueued(job.job_id, ids)
-
     def publish_plan(self, job_id: str, host: str) -> int:
-        """Publish the tasks ``host`` planned, unless already done. -> how many were published.
-
-        A planner that died between registering its plan and marking it sent has its redelivery
-        publish them again: a task published twice converts twice and records once (first writer wins).
-        """
-        if self.store.plan_sent(job_id, host):
-            return 0
-        tasks = self.store.host_tasks(job_id, host)
-        planned = [t for t in tasks if t.pieces]
-        ids = self._send(job_id, planned)
-        self.store.mark_plan_sent(job_id, host, ids)
-        return len(ids)
+        """Publish what ``host``'s registered plan appended to the job's dispatch list, unless published
+        already (a redelivered planner publishes nothing twice). -> messages published by this call."""
+        return self.dispatcher.dispatch(job_id)
 
     def commit_if_ready(self, job_id: str) -> None:
         """Commit now when the job auto-commits and is ready (e.g. the last host planned nothing)."""
@@ -140,20 +129,8 @@ class JobService:
         if job.auto_commit and job.ready_to_commit:
             self._commit_now(job_id)
 
-    def hosts_of(self, job: Job, now: float | None = None) -> list[tuple[HostProgress, HostInfo, bool]]:
-        """Each host of the job: its plan and task counts, its worker's heartbeat, whether it is live."""
-        now = time.time() if now is None else now
-        progress = self.store.host_progress(job.job_id)
-        info = {h.host: h for h in self.store.hosts(p.host for p in progress)}
-        return [(p, info[p.host], info[p.host].live(now, keys.LIVE_SECONDS)) for p in progress]
-
-    def _send(self, job_id: str, tasks: list[TaskSpec]) -> list[str]:
-        if not tasks:
-            return []
-        many = getattr(self.queue, "send_ingest_many", None)
-        if many is not None:
-            return list(many(job_id, tasks))
-        return [self.queue.send_ingest(job_id, t) for t in tasks]
+    def hosts_of(self, job: Job, now: float | None = None) -> list[liveness.HostView]:
+        return liveness.hosts_of(self.store, job, now)
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -215,9 +192,8 @@ class JobService:
                 f"{', '.join(reg.ids)} (nothing was registered)"
             )
         added = reg.ids
-        ids = self._send(job_id, [s for s in specs if s.task_id in added]) if added else []
-        if ids:
-            self.store.mark_enqueued(job_id, ids)
+        if added:  # appended to the job's dispatch list by the registration
+            self.dispatcher.dispatch(job_id)
         known = [s.task_id for s in specs if s.task_id not in added]
         recorded: dict[str, str] = {}
         for task_id in known:
@@ -229,10 +205,18 @@ class JobService:
         return Assignment(added, known, recorded, reg.state)
 
     def record_manifest(
-        self, job_id: str, task_id: str, descriptor: ManifestDescriptor | None, table: Table | None = None
+        self,
+        job_id: str,
+        task_id: str,
+        descriptor: ManifestDescriptor | None,
+        table: Table | None = None,
+        job: Job | None = None,
+        written_here: bool = False,
     ) -> RecordResult:
-        """First writer wins per (job, task); a loser's files are deleted; may trigger the commit."""
-        job = self.status(job_id)
+        """First writer wins per (job, task); a loser's files are deleted; may trigger the commit.
+        ``job``: the job as the caller read it already (its snapshot and table do not change);
+        ``written_here``: this process wrote the manifest (write_task_manifest), so it is not read back."""
+        job = job if job is not None and job.job_id == job_id else self.status(job_id)
         if descriptor is not None and (
             descriptor.snapshot_id != job.snapshot.snapshot_id
             or descriptor.commit_uuid != job.snapshot.commit_uuid
@@ -245,7 +229,10 @@ class JobService:
             raise InvalidArgument(f"manifest describes task {descriptor.task_id!r}, not {task_id!r}")
         if descriptor is not None:
             table = table or self.load_table(job.table)
-            check_reported_manifest(table, descriptor)
+            if not written_here:
+                check_reported_manifest(table, descriptor)
+            if descriptor.schema_change:
+                check_schema_change(descriptor, job.schema_mode, self.store.reserved_fields(job_id))
         result = self.store.record_manifest(job_id, task_id, descriptor)
         if not result.accepted and descriptor is not None:
             # A loser's files go, but only those this job's own attempts journaled (never another
@@ -259,7 +246,7 @@ class JobService:
                 if path in journaled and path not in keep:
                     delete_quietly(loaded.io, [path])
         if result.accepted:
-            job = self.store.require(job_id)
+            job = result.job or self.store.require(job_id)
             if job.auto_commit and job.ready_to_commit:
                 self._commit_now(job_id)
         return result
@@ -300,24 +287,10 @@ class JobService:
         return state in (JobState.PENDING.value, JobState.RUNNING.value, JobState.COMMITTING.value)
 
     def list_hosts(self, now: float | None = None) -> list[tuple[HostInfo, bool]]:
-        """Hosts whose worker heartbeat within the last hour, each with whether it is live now."""
-        now = time.time() if now is None else now
-        return [
-            (h, h.live(now, keys.LIVE_SECONDS))
-            for h in self.store.hosts()
-            if h.last_heartbeat is not None and now - h.last_heartbeat <= keys.SEEN_RECENTLY_SECONDS
-        ]
+        return liveness.list_hosts(self.store, now)
 
     def open_tasks_on_host(self, host: str) -> int:
-        """Tasks registered on ``host`` in open jobs that have neither a manifest nor a failure yet."""
-        count = 0
-        for job_id in self.store.active_ids():
-            job = self.store.get(job_id)
-            if job is None or job.state not in OPEN_STATES:
-                continue
-            done = self.store.finished_task_ids(job_id)
-            count += sum(1 for t in self.store.tasks(job_id) if t.host == host and t.task_id not in done)
-        return count
+        return liveness.open_tasks_on_host(self.store, host)
 
     # --- committing (app/jobs/committer.py) -------------------------------------------------------
 
@@ -357,53 +330,10 @@ class JobService:
         self.files.after_failure(job_id)
         return True
 
-    # --- beat: the watchdog and the auto-committer ----------------------------------------------
+    # --- beat: the watchdog and the auto-committer (app/jobs/ticks.py) -----------------------------
 
     def watchdog_tick(self, now: float | None = None) -> list[str]:
-        now = time.time() if now is None else now
-        failed = []
-        for job_id in self.store.active_ids():
-            job = self.store.get(job_id)
-            if job is None or job.state not in OPEN_STATES or now <= job.deadline:
-                continue
-            idle = int(now - job.last_progress_at)
-            reason = (
-                f"timed out: no progress for {idle}s (job_timeout_seconds={job.job_timeout_seconds}); "
-                f"{job.manifests_accepted} of {job.expected} manifests accepted"
-            )
-            if job.planning:
-                waiting = sorted(set(self.store.sources_by_host(job_id)) - set(self.store.plans(job_id)))
-                reason += f"; hosts that never planned their sources: {', '.join(waiting)}"
-            if self._finish_badly(job_id, JobState.FAILED, reason):
-                self.store.count("watchdog_failed_jobs_total")
-                failed.append(job_id)
-        return failed
+        return ticks.watchdog_tick(self, now)
 
     def autocommit_tick(self, now: float | None = None) -> list[str]:
-        now = time.time() if now is None else now
-        self.files.sweep(now)
-        committed = []
-        for job_id in self.store.active_ids():
-            job = self.store.get(job_id)
-            if job is None:
-                continue
-            if job.state == JobState.COMMITTING and self.store.commit_locked(job_id):
-                # A committer may have died holding the lock after its catalog call: the table says.
-                self.committer.complete_if_committed(job)
-                continue
-            resume = job.state == JobState.COMMITTING
-            if (job.state in OPEN_STATES and job.auto_commit and job.ready_to_commit) or resume:
-                try:
-                    self.commit(job_id)
-                    committed.append(job_id)
-                except (FailedPrecondition, CommitInProgress) as exc:
-                    log.info("auto-commit skipped: %s", exc, extra={"job_id": job_id})
-                except Exception as exc:  # noqa: BLE001 - one job's catalog trouble must not stop the tick
-                    log.warning("auto-commit failed, retried next tick: %s", exc, extra={"job_id": job_id})
-            elif (
-                job.state in OPEN_STATES
-                and not job.enqueued
-                and now - job.created_at > RESUME_ENQUEUE_AFTER_SECONDS
-            ):
-                self._ensure_enqueued(job)
-        return committed
+        return ticks.autocommit_tick(self, now)

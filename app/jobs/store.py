@@ -19,14 +19,19 @@ from app import keys
 from app.errors import NotFound
 from app.iceberg import ManifestDescriptor
 from app.jobs import scripts
+from app.jobs.dispatch_store import DispatchStore
+from app.jobs.field_store import FieldStore
 from app.jobs.host_store import HostStore
 from app.jobs.model import Job, JobState, NewJob, TaskSpec
+from app.jobs.running_store import RunningStore, pairs
+from app.jobs.task_batch import TaskBatch
 
 
 @dataclass(frozen=True)
 class RecordResult:
     status: str  # accepted | duplicate | late | unknown
     detail: str = ""
+    job: Job | None = None  # accepted: the job as the manifest left it
 
     @property
     def accepted(self) -> bool:
@@ -50,7 +55,7 @@ def _csv(states: Iterable[JobState]) -> str:
     return ",".join(s.value for s in states)
 
 
-class JobStore(HostStore):
+class JobStore(HostStore, FieldStore, DispatchStore, RunningStore):
     def __init__(self, client: redis.Redis, retention_seconds: int) -> None:
         self._r = client
         self.retention_seconds = retention_seconds
@@ -64,6 +69,7 @@ class JobStore(HostStore):
         self._renew = client.register_script(scripts.RENEW_LOCK)
         self._journal = client.register_script(scripts.JOURNAL_FILE)
         self._register_plan = client.register_script(scripts.REGISTER_PLAN)
+        self._reserve_fields = client.register_script(scripts.RESERVE_FIELDS)
 
     @classmethod
     def from_url(cls, url: str, retention_seconds: int, **options: Any) -> JobStore:
@@ -72,10 +78,14 @@ class JobStore(HostStore):
 
     # --- creation -------------------------------------------------------------------------------
 
-    def create(self, new: NewJob, now: float | None = None) -> tuple[str, bool]:
-        """Create a job; with an idempotency key, a retry returns the first job. -> (job_id, created)."""
+    def create(self, new: NewJob, now: float | None = None, dispatch_token: str = "") -> tuple[str, bool]:
+        """Create a job; with an idempotency key, a retry returns the first job. -> (job_id, created).
+
+        The job, its tasks and its dispatch list are recorded at once; a created job with anything to
+        publish is handed to ``dispatch_token``'s dispatcher (its dispatch lease)."""
         now = time.time() if now is None else now
         job_id = uuid.uuid4().hex
+        tasks = TaskBatch.of(new.tasks)
         fields = {
             "id": job_id,
             "state": JobState.PENDING.value,
@@ -91,6 +101,7 @@ class JobStore(HostStore):
             "idempotency_key": new.idempotency_key,
             "enqueued": "0",
             "version": "1",
+            "schema_mode": new.schema_mode,
         }
         created, found = self._create(
             keys=[
@@ -101,11 +112,16 @@ class JobStore(HostStore):
                 keys.job_tasks(job_id),
                 keys.job_hosts(job_id),
                 keys.job_sources(job_id),
+                keys.job_dispatch(job_id),
+                keys.dispatch_lock(job_id),
+                keys.DISPATCH_PENDING,
             ],
-            args=[job_id, json.dumps(fields), repr(now), json.dumps({t.task_id: t.to_json() for t in new.tasks}),
-                json.dumps({src.host: json.dumps(list(src.paths)) for src in new.sources}),
+            args=[
+                job_id, json.dumps(fields), repr(now), "", len(tasks), json.dumps(tasks.host_counts()),
+                json.dumps([[src.host, json.dumps(list(src.paths))] for src in new.sources]),
+                dispatch_token, keys.DISPATCH_LEASE_MS, *tasks.dispatch_chunks(keys.DISPATCH_BATCH),
             ],
-        )
+        )  # fmt: skip
         if created and new.idempotency_key:
             self._r.expire(keys.idempotency(new.idempotency_key), self.retention_seconds)
         return str(found), bool(created)
@@ -125,8 +141,12 @@ class JobStore(HostStore):
         out = [
             str(x)
             for x in self._register(
-                keys=[keys.job(job_id), keys.job_tasks(job_id), keys.job_hosts(job_id)], args=args
-            )
+                keys=[
+                    keys.job(job_id), keys.job_tasks(job_id), keys.job_hosts(job_id), keys.job_dispatch(job_id),
+                    keys.DISPATCH_PENDING,
+                ],
+                args=args,
+            )  # fmt: skip
         ]
         if not out[0]:
             return Registration("", "unknown", [])
@@ -183,18 +203,8 @@ class JobStore(HostStore):
             )
         return job
 
-    def task_context(self, job_id: str, task_id: str) -> tuple[Job | None, str | None, TaskSpec | None]:
-        """The job, the task's recorded manifest and the task's spec, in one round trip."""
-        pipe = self._r.pipeline(transaction=False)
-        pipe.hgetall(keys.job(job_id))
-        pipe.hget(keys.job_manifests(job_id), task_id)
-        pipe.hget(keys.job_tasks(job_id), task_id)
-        data, manifest, raw = pipe.execute()
-        job = Job.from_hash(data) if data else None
-        spec = TaskSpec.from_json(task_id, raw) if raw is not None else None
-        return job, manifest, spec
-
     def tasks(self, job_id: str) -> list[TaskSpec]:
+        self.materialize_specs(job_id)
         data: dict[str, str] = self._r.hgetall(keys.job_tasks(job_id))  # type: ignore[assignment]
         return [TaskSpec.from_json(k, v) for k, v in sorted(data.items())]
 
@@ -266,14 +276,14 @@ class JobStore(HostStore):
         rows = descriptor.added_rows_count if descriptor else 0
         size = descriptor.added_bytes if descriptor else 0
         files = descriptor.added_files_count if descriptor else 0
-        status, detail = self._record(
+        status, detail, *job = self._record(
             keys=[
                 keys.job(job_id), keys.job_manifests(job_id), keys.job_tasks(job_id), keys.METRICS,
-                keys.job_hosts(job_id),
+                keys.job_hosts(job_id), keys.job_running(job_id), keys.job_dispatch(job_id),
             ],  # fmt: skip
             args=[task_id, payload, rows, size, files, repr(time.time() if now is None else now)],
         )
-        return RecordResult(str(status), str(detail))
+        return RecordResult(str(status), str(detail), Job.from_hash(pairs(job[0])) if job else None)
 
     def transition(
         self,
@@ -326,7 +336,7 @@ class JobStore(HostStore):
         out = self._task_failed(
             keys=[
                 keys.job(job_id), keys.job_failures(job_id), keys.METRICS, keys.job_tasks(job_id),
-                keys.job_hosts(job_id),
+                keys.job_hosts(job_id), keys.job_running(job_id), keys.job_dispatch(job_id),
             ],  # fmt: skip
             args=[task_id, reason, repr(time.time() if now is None else now)],
         )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from app import keys
 from app.errors import InvalidArgument
+from app.iceberg.schema_evolution import parse_schema_mode
 from app.iceberg.summary import check_extra_properties
 from app.jobs.model import HostSource, TableRef, TaskSpec
+from app.jobs.task_batch import TaskBatch
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -85,15 +88,18 @@ class StartJobInput:
     table: TableRef | None
     requester: str = ""
     job_timeout_seconds: int = 0
-    tasks: list[TaskSpec] = field(default_factory=list)
+    tasks: Sequence[TaskSpec] = field(default_factory=list)  # or columns (app.jobs.task_batch.TaskBatch)
     expected_manifest_count: int = 0
     auto_commit: bool | None = None
     snapshot_properties: dict[str, str] = field(default_factory=dict)
     idempotency_key: str = ""
     sources: list[HostSource] = field(default_factory=list)
+    schema_mode: str = ""  # strict | evolve | ignore; "" = the table's floe.schema-mode (strict when unset)
 
     def validated(self) -> StartJobInput:
         check_table(self.table)
+        if self.schema_mode:
+            parse_schema_mode(self.schema_mode, "schema_mode")
         if len(self.requester) > MAX_TEXT:
             raise InvalidArgument(f"requester is longer than {MAX_TEXT} characters")
         if self.job_timeout_seconds < 0:
@@ -117,7 +123,11 @@ class StartJobInput:
                 f"expected_manifest_count={self.expected_manifest_count} but {len(self.tasks)} tasks were given "
                 "(one manifest per task; leave it 0)"
             )
-        check_tasks(self.tasks)
+        if not (
+            isinstance(self.tasks, TaskBatch)
+            and self.tasks.plainly_valid(MAX_TASKS, MAX_PATHS_PER_TASK, PLANNED_TASK_PREFIX)
+        ):
+            check_tasks(list(self.tasks))
         check_sources(self.sources)
         if self.sources and self.expected_manifest_count:
             raise InvalidArgument(

@@ -1,0 +1,132 @@
+"""A task's manifest writer, with what depends only on the table's schema and spec made once.
+
+pyiceberg's ManifestWriter builds, for every manifest it opens, the manifest-entry schema for the
+table's partition type, an Avro writer tree resolved against the read schema, the Avro schema JSON of
+the file header and the header's metadata (the table schema and spec as JSON). For one table all of it
+is the same every time, and a task writes one manifest: measured on tiny tasks, it was 0.7 ms of the
+4.6 ms of CPU a task body took. :func:`write_manifest` is pyiceberg's (same arguments, same files)
+with those parts kept per (schema, spec, codec) — the schema and spec objects themselves are the key
+(a job's table is loaded once per worker process, app's JobTables), held by the cache so their ids
+stay theirs. Anything else about the file is pyiceberg's own writing: entries, counts, summaries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from pyiceberg.avro.file import (
+    _SCHEMA_KEY,
+    AVRO_CODEC_KEY,
+    CODEC_MAPPING_ICEBERG_TO_AVRO,
+    MAGIC,
+    META_SCHEMA,
+    SYNC_SIZE,
+    AvroFileHeader,
+    AvroOutputFile,
+)
+from pyiceberg.avro.resolver import construct_writer, resolve_writer
+from pyiceberg.avro.writer import Writer
+from pyiceberg.io import OutputFile
+from pyiceberg.manifest import (
+    DEFAULT_READ_VERSION,
+    ManifestEntry,
+    ManifestWriter,
+    ManifestWriterV1,
+    ManifestWriterV2,
+)
+from pyiceberg.manifest import write_manifest as pyiceberg_write_manifest
+from pyiceberg.partitioning import PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.utils.schema_conversion import AvroSchemaConversion
+
+SCHEMA_NAME = "manifest_entry"
+CACHED = 32  # (schema, spec, codec) combinations kept per process
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    schema: Schema  # held: the cache's key is its id
+    spec: PartitionSpec
+    file_schema: Schema
+    writer: Writer
+    schema_json: str
+    meta: dict[str, str]
+
+
+_prepared: OrderedDict[tuple[Any, ...], _Prepared] = OrderedDict()
+_lock = threading.Lock()
+_header_writer: Writer | None = None
+
+
+class _PreparedAvroOutputFile(AvroOutputFile[ManifestEntry]):
+    """pyiceberg's Avro output file, given its writer and header schema instead of deriving them."""
+
+    def __init__(self, output_file: OutputFile, prepared: _Prepared) -> None:
+        self.output_file = output_file
+        self.file_schema = prepared.file_schema
+        self.schema_name = SCHEMA_NAME
+        self.sync_bytes = os.urandom(SYNC_SIZE)
+        self.writer = prepared.writer
+        self.metadata = prepared.meta
+        self._schema_json = prepared.schema_json
+
+    def _write_header(self) -> None:
+        global _header_writer
+        codec = self.metadata[AVRO_CODEC_KEY]
+        meta = {**self.metadata, _SCHEMA_KEY: self._schema_json, AVRO_CODEC_KEY: CODEC_MAPPING_ICEBERG_TO_AVRO.get(codec, codec)}
+        if _header_writer is None:
+            _header_writer = construct_writer(META_SCHEMA)
+        _header_writer.write(self.encoder, AvroFileHeader(MAGIC, meta, self.sync_bytes))
+
+
+class _PreparedWriter(ManifestWriter):
+    def new_writer(self) -> AvroOutputFile[ManifestEntry]:
+        key = (type(self), id(self._schema), id(self._spec), self._compression)
+        with _lock:
+            prepared = _prepared.get(key)
+            if prepared is not None:
+                _prepared.move_to_end(key)
+        if prepared is None:
+            file_schema = self._with_partition(self.version)
+            prepared = _Prepared(
+                self._schema,
+                self._spec,
+                file_schema,
+                resolve_writer(record_schema=self._with_partition(DEFAULT_READ_VERSION), file_schema=file_schema),
+                json.dumps(AvroSchemaConversion().iceberg_to_avro(file_schema, schema_name=SCHEMA_NAME)),
+                self._meta,
+            )
+            with _lock:
+                _prepared[key] = prepared
+                while len(_prepared) > CACHED:
+                    _prepared.popitem(last=False)
+        return _PreparedAvroOutputFile(self._output_file, prepared)
+
+
+class _PreparedWriterV1(_PreparedWriter, ManifestWriterV1):
+    pass
+
+
+class _PreparedWriterV2(_PreparedWriter, ManifestWriterV2):
+    pass
+
+
+def write_manifest(
+    format_version: int,
+    spec: PartitionSpec,
+    schema: Schema,
+    output_file: OutputFile,
+    snapshot_id: int,
+    avro_compression: Any,
+) -> ManifestWriter:
+    """pyiceberg.manifest.write_manifest, with the per-table parts of its writer made once."""
+    if format_version == 1:
+        return _PreparedWriterV1(spec, schema, output_file, snapshot_id, avro_compression)
+    if format_version == 2:
+        return _PreparedWriterV2(spec, schema, output_file, snapshot_id, avro_compression)
+    return pyiceberg_write_manifest(format_version, spec, schema, output_file, snapshot_id, avro_compression)  # type: ignore[arg-type]
