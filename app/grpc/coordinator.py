@@ -22,15 +22,16 @@ from app.grpc.convert import (
 )
 from app.iceberg import ManifestDescriptor
 from app.jobs.events import JobEvents
+from app.jobs.model import JobState
 from app.jobs.service import JobService
 from app.jobs.validation import StartJobInput, check_id, check_job_id
 from app.proto_gen.api import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 # A watcher re-reads the job at least this often, in case a change notification was lost.
 WATCH_FALLBACK_SECONDS = 2.0
-# ... and pushes at most one update per this interval (progress, not a change log; the end comes at most
-# this much later)
+# ... and pushes at most one update per this interval while the job runs (progress, not a change log)
 WATCH_MIN_INTERVAL_SECONDS = 0.1
+ENDED = {state.value for state in JobState if state.terminal}
 # Each WatchJob stream holds one of the server's threads while it waits: at most this many at once,
 # so watchers can never starve the other RPCs of threads.
 DEFAULT_MAX_WATCHES = 16
@@ -194,9 +195,10 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
                 while not job.state.terminal and context.is_active():
                     watch.wait(WATCH_FALLBACK_SECONDS)
                     # a burst of changes (a manifest every few ms) goes out as one update per
-                    # WATCH_MIN_INTERVAL_SECONDS, read once at its end
+                    # WATCH_MIN_INTERVAL_SECONDS, read once at its end; the job's end goes out at once
                     while (pause := sent + WATCH_MIN_INTERVAL_SECONDS - time.monotonic()) > 0:
-                        watch.wait(pause)
+                        if watch.wait(pause) and self.service.store.job_state(job.job_id) in ENDED:
+                            break
                     job = self.service.status(job.job_id)
                     if job.version != version:
                         version, sent = job.version, time.monotonic()
