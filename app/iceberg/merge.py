@@ -1,7 +1,10 @@
 """Merging small manifests at commit time: on by default, as Apache Iceberg's Java writers do (a table
 opts out with ``commit.manifest-merge.enabled=false``), so the tables a job leaves stay cheap to plan.
 
-Follows Iceberg's MergeAppend (and pyiceberg's _ManifestMergeManager): manifests of one partition
+First the job's own task manifests are joined (concatenated, see :mod:`manifest_concat`) into one
+manifest per partition spec, rolling at ``commit.manifest.target-size-bytes``: what one Java append of
+the same files writes, so a job of many tasks leaves no more manifests than one append would. Then
+it follows Iceberg's MergeAppend (and pyiceberg's _ManifestMergeManager): manifests of one partition
 spec are bin-packed to ``commit.manifest.target-size-bytes``; the bin holding the job's first new
 manifest is merged only when it has at least ``commit.manifest.min-count-to-merge`` manifests. Entries
 of this snapshot stay ADDED with an unassigned sequence number (inherited at commit); entries of
@@ -63,16 +66,17 @@ def merge_manifests(
     """Return the manifests for the new manifest list, merging bins as the policy says (merged
     manifests are written with ``schema``, by default the table's)."""
     schema = schema or table.metadata.schema()
-    all_manifests = new + existing
     if not policy.enabled or not new:
-        return MergeResult(all_manifests)
+        return MergeResult(new + existing)
+    result = MergeResult([])
+    new = _join_new(table, io, snapshot_id, new, policy, name_prefix, schema, result)
+    all_manifests = new + existing
     data = [m for m in all_manifests if m.content == ManifestContent.DATA]
     deletes = [m for m in all_manifests if m.content != ManifestContent.DATA]
     first = new[0]
     groups: dict[int, list[ManifestFile]] = defaultdict(list)
     for manifest in data:
         groups[manifest.partition_spec_id].append(manifest)
-    result = MergeResult([])
     for spec_id in reversed(list(groups)):
         packer: ListPacker[ManifestFile] = ListPacker(
             target_weight=policy.target_size_bytes, lookback=1, largest_bin_first=False
@@ -88,6 +92,40 @@ def merge_manifests(
             result.written.append(path)
     result.manifests.extend(deletes)
     return result
+
+
+def _join_new(
+    table: Table,
+    io: FileIO,
+    snapshot_id: int,
+    new: list[ManifestFile],
+    policy: MergePolicy,
+    name_prefix: str,
+    schema: Schema,
+    result: MergeResult,
+) -> list[ManifestFile]:
+    """The job's new manifests joined into one per spec (rolling at the target size); what it wrote
+    is added to ``result.written``."""
+    groups: dict[int, list[ManifestFile]] = defaultdict(list)
+    others: list[ManifestFile] = []
+    for manifest in new:
+        if manifest.content == ManifestContent.DATA:
+            groups[manifest.partition_spec_id].append(manifest)
+        else:
+            others.append(manifest)
+    joined: list[ManifestFile] = []
+    for spec_id, manifests in groups.items():
+        packer: ListPacker[ManifestFile] = ListPacker(
+            target_weight=policy.target_size_bytes, lookback=1, largest_bin_first=False
+        )
+        for manifest_bin in packer.pack(manifests, lambda m: m.manifest_length):
+            if len(manifest_bin) == 1:
+                joined.extend(manifest_bin)
+                continue
+            path = table.location_provider().new_metadata_location(f"{name_prefix}-{len(result.written)}.avro")
+            joined.append(_merge_bin(table, io, snapshot_id, spec_id, manifest_bin, path, schema))
+            result.written.append(path)
+    return joined + others
 
 
 def _merge_bin(
