@@ -11,7 +11,10 @@ When the tasks' descriptors carry a schema change (schema mode evolve), each att
 the table's schema as it is then and adds that schema, made current, in the same ``commit_table`` call
 as the snapshot, under ``AssertCurrentSchemaId`` and ``AssertLastAssignedFieldId``: another writer's
 schema change makes the attempt conflict and the next one rebases over it
-(:mod:`app.iceberg.schema_evolution`).
+(:mod:`app.iceberg.schema_evolution`). When the rebase merges one of the job's new columns into another
+writer's of the same name, the attempt first rewrites the job's data files carrying the old ids and
+commits rewritten manifests (:mod:`app.iceberg.field_remap`); the outcome lists the replaced originals for
+the caller to delete, and an attempt the catalog refuses deletes its copies.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ from app.errors import (
     InvalidArgument,
 )
 from app.iceberg.descriptor import ManifestDescriptor
+from app.iceberg.field_remap import Rewrite, replaced_files, rewrite_remapped
 from app.iceberg.files import delete_quietly
 from app.iceberg.merge import MergePolicy, merge_manifests
-from app.iceberg.schema_evolution import SchemaChange, plan_schema_commit
+from app.iceberg.schema_evolution import SchemaChange, SchemaCommit, plan_schema_commit
 from app.iceberg.snapshot import DistributedSnapshot, check_writable
 from app.iceberg.summary import COMMIT_UUID_KEY, JOB_ID_KEY, build_summary, check_extra_properties
 from app.iceberg.unavailable import CATALOG_UNAVAILABLE
@@ -61,6 +65,13 @@ class CommitOutcome:
     snapshot_id: int  # the committed snapshot (the reserved id)
     attempts: int  # catalog commit calls made by this call (0: found already committed)
     unreferenced: tuple[str, ...]  # worker manifests the snapshot does not reference: the caller deletes them
+    # original data files the commit replaced by copies with remapped field ids (and copies it does not
+    # reference, for a commit found landed): the caller deletes them with ``unreferenced``
+    replaced: tuple[str, ...] = ()
+
+    @property
+    def to_delete(self) -> list[str]:
+        return [*self.unreferenced, *self.replaced]
 
 
 @dataclass(frozen=True)
@@ -159,7 +170,7 @@ def commit_distributed_snapshot(
                 f"(uuid {table.metadata.table_uuid}, reserved against {snapshot.table_uuid})"
             )
         if (done := find_committed(table, snapshot, job_id)) is not None:
-            return CommitOutcome(done.snapshot_id, attempt, tuple(unreferenced_manifests(table, done, manifests)))
+            return _landed(table, done, manifests, attempt)
         if table.metadata.snapshot_by_id(snapshot.snapshot_id) is not None:
             raise FailedPrecondition(
                 f"snapshot id {snapshot.snapshot_id} exists in the table but is not on main; refusing to reuse it"
@@ -167,7 +178,7 @@ def commit_distributed_snapshot(
         check_writable(table)
         retry = RetryPolicy.from_properties(table.metadata.properties)
         try:
-            committed, merged_away = _attempt(table, snapshot, manifests, extra, attempt, change)
+            outcome = _attempt(table, snapshot, manifests, extra, attempt, change)
         except CommitFailedException as exc:
             elapsed_ms = (time.monotonic() - started) * 1000
             if attempt >= retry.num_retries or elapsed_ms >= retry.total_timeout_ms:
@@ -183,7 +194,16 @@ def commit_distributed_snapshot(
         except UNKNOWN_OUTCOME as exc:
             # the request may have landed (Java's client treats a 5xx on commit the same way)
             return _resolve_unknown(table, snapshot, manifests, job_id, exc, attempt + 1)
-        return CommitOutcome(committed, attempt + 1, tuple(merged_away))
+        return outcome
+
+
+def _landed(table: Table, done: Snapshot, manifests: list[ManifestDescriptor], attempts: int) -> CommitOutcome:
+    return CommitOutcome(
+        done.snapshot_id,
+        attempts,
+        tuple(unreferenced_manifests(table, done, manifests)),
+        tuple(replaced_files(table, done, manifests)),
+    )
 
 
 def _reload(table: Table) -> Table:
@@ -211,7 +231,7 @@ def _resolve_unknown(
             f"be reloaded to check ({reload_exc}); nothing was deleted"
         ) from exc
     if (done := find_committed(table, snapshot, job_id)) is not None:
-        return CommitOutcome(done.snapshot_id, attempts, tuple(unreferenced_manifests(table, done, manifests)))
+        return _landed(table, done, manifests, attempts)
     raise CommitStateUnknown(
         f"commit of snapshot {snapshot.snapshot_id} has an unknown outcome ({exc}) and it is not on main yet; "
         "nothing was deleted; retry the commit"
@@ -225,10 +245,48 @@ def _attempt(
     extra: Mapping[str, str],
     attempt: int,
     change: SchemaChange | None = None,
-) -> tuple[int, list[str]]:
-    """One commit attempt: (the snapshot id, the worker manifests merged away, now unreferenced)."""
+) -> CommitOutcome:
+    """One commit attempt. Data files whose field ids the schema commit remaps are rewritten first
+    (:mod:`app.iceberg.field_remap`); an attempt that does not land deletes what it wrote."""
     metadata = table.metadata
     evolution = plan_schema_commit(metadata, change or SchemaChange())  # on the schema as it is now
+    io = table.io
+    rewrite = Rewrite(manifests)
+    if evolution.remap:
+        rewrite = rewrite_remapped(table, snapshot.snapshot_id, manifests, evolution.remap, evolution.schema)
+    written = _Written(list(rewrite.written))
+    try:
+        merged = _commit(table, snapshot, rewrite.manifests, extra, attempt, evolution, written)
+    except CommitFailedException:
+        # The catalog refused this attempt: its manifest list, merged manifests and copies are ours alone.
+        delete_quietly(io, written.paths)
+        raise
+    except BaseException:
+        if not written.sent:  # it never reached the catalog; once sent, it may have landed: keep all
+            delete_quietly(io, written.paths)
+        raise
+    ours = {m.manifest_path for m in manifests} | {m.manifest_path for m in rewrite.manifests}
+    merged_away = ours - {m.manifest_path for m in merged}
+    return CommitOutcome(snapshot.snapshot_id, attempt + 1, tuple(sorted(merged_away)), tuple(rewrite.replaced))
+
+
+@dataclass
+class _Written:
+    paths: list[str]  # the files an attempt wrote (or began)
+    sent: bool = False  # whether the catalog call was made
+
+
+def _commit(
+    table: Table,
+    snapshot: DistributedSnapshot,
+    manifests: list[ManifestDescriptor],
+    extra: Mapping[str, str],
+    attempt: int,
+    evolution: SchemaCommit,
+    written: _Written,
+) -> list[ManifestFile]:
+    """Write the manifest list (merging manifests) and commit it: the manifests it lists."""
+    metadata = table.metadata
     io = table.io
     parent = metadata.current_snapshot()
     parent_id = parent.snapshot_id if parent is not None else None
@@ -245,9 +303,11 @@ def _attempt(
         name_prefix=f"{snapshot.commit_uuid}-merged-a{attempt}",
         schema=evolution.schema,
     )
+    written.paths += merged.written
     list_path = table.location_provider().new_metadata_location(
         f"snap-{snapshot.snapshot_id}-{attempt}-{snapshot.commit_uuid}.avro"
     )
+    written.paths.append(list_path)
     with write_manifest_list(
         format_version=metadata.format_version,  # type: ignore[arg-type]
         output_file=io.new_output(list_path),
@@ -265,34 +325,35 @@ def _attempt(
         summary=build_summary(manifests, parent, metadata.properties, extra),
         schema_id=evolution.schema.schema_id,
     )
-    try:
-        table.catalog.commit_table(
-            table,
-            requirements=(
-                AssertTableUUID(uuid=metadata.table_uuid),
-                AssertRefSnapshotId(snapshot_id=parent_id, ref=MAIN_BRANCH),
-                *evolution.requirements,
+    written.sent = True
+    table.catalog.commit_table(
+        table,
+        requirements=(
+            AssertTableUUID(uuid=metadata.table_uuid),
+            AssertRefSnapshotId(snapshot_id=parent_id, ref=MAIN_BRANCH),
+            *evolution.requirements,
+        ),
+        updates=(
+            *evolution.updates,
+            AddSnapshotUpdate(snapshot=new_snapshot),
+            SetSnapshotRefUpdate(
+                snapshot_id=snapshot.snapshot_id,
+                parent_snapshot_id=parent_id,
+                ref_name=MAIN_BRANCH,
+                type=SnapshotRefType.BRANCH,
+                max_ref_age_ms=None,
+                max_snapshot_age_ms=None,
+                min_snapshots_to_keep=None,
             ),
-            updates=(
-                *evolution.updates,
-                AddSnapshotUpdate(snapshot=new_snapshot),
-                SetSnapshotRefUpdate(
-                    snapshot_id=snapshot.snapshot_id,
-                    parent_snapshot_id=parent_id,
-                    ref_name=MAIN_BRANCH,
-                    type=SnapshotRefType.BRANCH,
-                    max_ref_age_ms=None,
-                    max_snapshot_age_ms=None,
-                    min_snapshots_to_keep=None,
-                ),
-            ),
-        )
-    except CommitFailedException:
-        # The catalog refused this attempt: its manifest list and merged manifests are ours alone.
-        delete_quietly(io, [list_path, *merged.written])
-        raise
-    merged_away = {m.manifest_path for m in manifests} - {m.manifest_path for m in merged.manifests}
-    return snapshot.snapshot_id, sorted(merged_away)
+        ),
+    )
+    return merged.manifests
+
+
+def unreferenced_files(table: Table, committed: Snapshot, manifests: list[ManifestDescriptor]) -> list[str]:
+    """What the job left that ``committed`` does not reference: merged-away worker manifests, and the data
+    files it replaced by copies with remapped field ids (with copies it does not reference)."""
+    return [*unreferenced_manifests(table, committed, manifests), *replaced_files(table, committed, manifests)]
 
 
 def unreferenced_manifests(table: Table, committed: Snapshot, manifests: list[ManifestDescriptor]) -> list[str]:

@@ -17,10 +17,24 @@ host, a redelivered task) gets the same id. Ids come from one counter per table,
 Floe's jobs on it (two concurrent jobs never hand out the same id), that starts
 ``RESERVED_ID_GAP`` above the table's last-column-id. Other writers (Spark, pyiceberg's
 ``update_schema``) assign last-column-id + 1, + 2, ..., so they would have to add a thousand
-columns while one job runs before one of their ids met one of ours. Ids are never reassigned at
-commit (the job's data files carry them): should a reserved id be taken after all, or another writer
-add a column of the same name (at the same place) while the job ran, the commit fails the job with
-a :class:`SchemaConflict` naming the column, and the job's files are deleted.
+columns while one job runs before one of their ids met one of ours.
+
+Another writer's columns at commit (:mod:`app.iceberg.schema_merge`). Should another writer add a
+column of the same name at the same place (top level, or inside the same struct) while the job ran,
+the job's column is merged into theirs when the types are compatible (equal, or one widens to the
+other; a struct with a struct, merged child by child, ours they lack added under theirs): the table
+keeps their field id, widened to our type when ours is the wider (when theirs is, our files keep
+their narrower type, which readers promote as for any widened column). Should a reserved id be taken
+after all (by a column of the table, or of an older schema: ids are never reused), our column gets a
+fresh id above the table's last-column-id. Either way the job's data files carry ids the table will
+not hold, so the commit rewrites those that do (:mod:`app.iceberg.field_remap`): each is copied with
+the new ids in its Parquet schema, the same values, codec and row groups, as ``<name>-remapped.parquet``,
+into rewritten task manifests committed instead of the originals, which are deleted once the job is
+complete. The cost is one read and one write of the affected files, on the committer, for each commit
+attempt that needs it; the common case (no such column) costs nothing. The job still fails, with a
+:class:`SchemaConflict` naming the column and both types, when the two cannot be merged: the same name
+with a type neither widens to (or a required field of theirs); then nothing is committed and the
+job's files (copies included) are deleted.
 
 Every task records what it wrote with in its manifest descriptor (a :class:`SchemaChange`: the fields
 it added with their ids, parents and types, and the columns it widened). The commit merges the
@@ -37,7 +51,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from pyiceberg.schema import Schema
@@ -65,6 +79,7 @@ from app.iceberg.schema_change import (
     promotes,
     wider,
 )
+from app.iceberg.schema_merge import rebase_change
 
 __all__ = [
     "MAX_FIELD_ID",
@@ -177,11 +192,13 @@ class SchemaCommit:
     schema: Schema  # the schema the job's snapshot carries
     updates: tuple[TableUpdate, ...] = ()
     requirements: tuple[TableRequirement, ...] = ()
+    remap: Mapping[int, int] = field(default_factory=dict)  # our field id -> the table's: files to rewrite
 
 
 def plan_schema_commit(metadata: TableMetadata, change: SchemaChange) -> SchemaCommit:
     """The updates and requirements that make the job's schema current with its snapshot, applied to
-    the table's schema as it is in ``metadata`` (another writer's columns kept, ours added on top)."""
+    the table's schema as it is in ``metadata`` (another writer's columns kept, ours added on top, or
+    merged into theirs of the same name: ``remap`` then says which of our ids the data files must change)."""
     current = metadata.schema()
     if not change:
         return SchemaCommit(current)
@@ -193,16 +210,18 @@ def plan_schema_commit(metadata: TableMetadata, change: SchemaChange) -> SchemaC
         if field_id not in now
     }
     next_id = max(s.schema_id for s in metadata.schemas) + 1
-    evolved = evolve_schema(current, change, schema_id=next_id, taken=taken)
-    if evolved == current:
-        return SchemaCommit(current)  # the table holds every field already: nothing to add
+    rebased = rebase_change(current, change, taken, metadata.last_column_id)
+    remap = rebased.remap
+    evolved = evolve_schema(current, rebased.change, schema_id=next_id, taken=taken)
     requirements: tuple[TableRequirement, ...] = (
         AssertCurrentSchemaId(current_schema_id=current.schema_id),
         AssertLastAssignedFieldId(last_assigned_field_id=metadata.last_column_id),
     )
+    if evolved == current:  # the table holds every field already: nothing to add
+        return SchemaCommit(current, (), requirements if remap else (), remap)
     same = next((s for s in metadata.schemas if s == evolved), None)
     if same is not None:
-        return SchemaCommit(same, (SetCurrentSchemaUpdate(schema_id=same.schema_id),), requirements)
+        return SchemaCommit(same, (SetCurrentSchemaUpdate(schema_id=same.schema_id),), requirements, remap)
     return SchemaCommit(
-        evolved, (AddSchemaUpdate(schema_=evolved), SetCurrentSchemaUpdate(schema_id=-1)), requirements
+        evolved, (AddSchemaUpdate(schema_=evolved), SetCurrentSchemaUpdate(schema_id=-1)), requirements, remap
     )

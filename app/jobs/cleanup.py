@@ -2,7 +2,8 @@
 
 - after a commit: the task manifests the snapshot does not reference (merged away) and the orphans
   of killed or losing attempts, once the job is COMPLETED;
-- after a failure or a cancel: every file of the job, unless the table shows it committed;
+- after a failure or a cancel: every file of the job (with the copies a commit attempt made of its data
+  files to remap field ids), unless the table shows it committed;
 - beat's sweep: the first kind, for a job whose committer died between completing it and deleting.
 
 Only files a job's own attempts journaled, or its recorded manifests name, are ever deleted.
@@ -18,7 +19,8 @@ from pyiceberg.table import Table
 
 from app.errors import NotFound
 from app.iceberg import ManifestDescriptor
-from app.iceberg.commit import find_committed, unreferenced_manifests
+from app.iceberg.commit import find_committed, unreferenced_files
+from app.iceberg.field_remap import may_carry, remapped_path
 from app.iceberg.files import delete_quietly
 from app.jobs.model import JobState, TableRef
 from app.jobs.store import JobStore
@@ -38,8 +40,8 @@ class JobFiles:
     def after_commit(
         self, job_id: str, table: Table, manifests: list[ManifestDescriptor], unreferenced: list[str]
     ) -> None:
-        """The job is COMPLETED: delete ``unreferenced`` (merged-away task manifests) and the orphans,
-        then clear the job's pending-cleanup entry."""
+        """The job is COMPLETED: delete ``unreferenced`` (merged-away task manifests, data files replaced
+        by copies with remapped field ids) and the orphans, then clear the job's pending-cleanup entry."""
         delete_quietly(table.io, unreferenced)
         self.orphans(job_id, table, manifests)
         self.store.cleanup_done(job_id)
@@ -69,6 +71,10 @@ class JobFiles:
             self.orphans(job_id, table, manifests)
             return
         delete_quietly(table.io, [p for m in manifests for p in (*m.data_files, m.manifest_path)])
+        # copies a commit attempt made with remapped field ids (app.iceberg.field_remap), if any remain
+        delete_quietly(
+            table.io, [remapped_path(p) for m in manifests if may_carry(m) for p in (*m.data_files, m.manifest_path)]
+        )
         self.orphans(job_id, table, [])
 
     def sweep(self, now: float | None = None) -> list[str]:
@@ -90,7 +96,7 @@ class JobFiles:
             manifests = self.store.manifests(job_id)
             snapshot_id = job.committed_snapshot_id
             committed = table.metadata.snapshot_by_id(snapshot_id) if snapshot_id else None
-            unreferenced = unreferenced_manifests(table, committed, manifests) if committed is not None else []
+            unreferenced = unreferenced_files(table, committed, manifests) if committed is not None else []
             self.after_commit(job_id, table, manifests, unreferenced)
             log.info("finished the cleanup of a committed job", extra={"job_id": job_id})
             swept.append(job_id)

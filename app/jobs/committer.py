@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from app import keys
 from app.errors import CommitConflict, CommitInProgress, FailedPrecondition, NotFound, PermanentError
 from app.iceberg import commit_distributed_snapshot
-from app.iceberg.commit import find_committed, unreferenced_manifests
+from app.iceberg.commit import find_committed, unreferenced_files
 from app.jobs.cleanup import JobFiles, TableLoader
 from app.jobs.lease import CommitLease
 from app.jobs.model import OPEN_STATES, Job, JobState
@@ -95,8 +95,9 @@ class Committer:
         if not self.store.complete(job_id, outcome.snapshot_id, lease=lease.token):
             return self._not_ours(job_id)
         log.info("job committed", extra={"job_id": job_id, "snapshot_id": outcome.snapshot_id})
-        # the merged-away task manifests go once the job is marked complete, not before
-        self.files.after_commit(job_id, table, manifests, list(outcome.unreferenced))
+        # the merged-away task manifests (and originals replaced by remapped copies) go once the job is
+        # marked complete, not before
+        self.files.after_commit(job_id, table, manifests, outcome.to_delete)
         return self.store.require(job_id), False
 
     def _lease_lost(self, job_id: str, state: str) -> None:
@@ -128,4 +129,4 @@ class Committer:
         if self.store.complete(job.job_id, done.snapshot_id):
             log.info("completed a commit whose committer died", extra={"job_id": job.job_id})
             manifests = self.store.manifests(job.job_id)
-            self.files.after_commit(job.job_id, table, manifests, unreferenced_manifests(table, done, manifests))
+            self.files.after_commit(job.job_id, table, manifests, unreferenced_files(table, done, manifests))
