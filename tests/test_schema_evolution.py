@@ -14,7 +14,16 @@ import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.schema import Schema
-from pyiceberg.types import DecimalType, IntegerType, LongType, NestedField, StringType, StructType
+from pyiceberg.types import (
+    DecimalType,
+    IntegerType,
+    ListType,
+    LongType,
+    MapType,
+    NestedField,
+    StringType,
+    StructType,
+)
 
 from app.errors import InvalidArgument
 from app.iceberg import begin_distributed_snapshot, commit_distributed_snapshot
@@ -27,6 +36,7 @@ from app.iceberg.schema_evolution import (
     evolve_schema,
     resolve_schema_mode,
 )
+from app.iceberg.schema_merge import rebase_change
 from tests.support.catalogs import CatalogHandle
 from workers.conversion import write_task_manifest
 
@@ -75,6 +85,60 @@ def test_an_id_an_older_schema_used_or_a_dropped_parent_is_a_conflict() -> None:
         evolve_schema(BASE, inside_dropped)
     with pytest.raises(SchemaConflict, match="column 'n' is int in the table; this job wrote it as string"):
         evolve_schema(BASE, SchemaChange((), ((2, "string"),)))
+
+
+def test_a_rebase_merges_same_named_columns_and_moves_taken_ids_to_fresh_ones() -> None:
+    """app.iceberg.schema_merge: what the commit does before evolve_schema (the job level, with the data
+    files rewritten, is in tests/test_schema_merge.py)."""
+    theirs = Schema(
+        *BASE.fields,
+        NestedField(5, "score", IntegerType()),
+        NestedField(6, "t", StructType(NestedField(7, "a", StringType()))),
+        NestedField(8, "tags", ListType(9, StringType(), element_required=True)),
+        NestedField(10, "m", MapType(11, StringType(), 12, LongType(), value_required=False)),
+        identifier_field_ids=[1],
+    )
+    change = SchemaChange((
+        NewField(1001, ROOT, "score", "long"),  # theirs is int: merged, widened to long
+        NewField(1002, ROOT, "t", "struct"),
+        NewField(1003, 1002, "a", "string"),  # merged into t.a
+        NewField(1004, 1002, "c", "long"),  # added under their t, keeps its id
+        NewField(1005, ROOT, "x", "long"),  # an older schema used 1005: a fresh id
+        NewField(1006, 3, "b", "int"),
+        NewField(1007, ROOT, "m", "map"),
+        NewField(1008, 1007, "key", "string"),
+        NewField(1009, 1007, "value", "int"),  # theirs is long: our int files read promoted
+    ), ((1006, "long"),))  # fmt: skip
+    rebased = rebase_change(theirs, change, {1005: "gone"}, last_column_id=12)
+    assert rebased.remap == {1001: 5, 1002: 6, 1003: 7, 1005: 13, 1007: 10, 1008: 11, 1009: 12}
+    assert rebased.change == SchemaChange(
+        (NewField(13, ROOT, "x", "long"), NewField(1004, 6, "c", "long"), NewField(1006, 3, "b", "int")),
+        ((5, "long"), (1006, "long")),
+    )
+    evolved = evolve_schema(theirs, rebased.change, taken={1005: "gone"})
+    assert [(c, evolved.find_field(c).field_id, evolved.find_field(c).field_type) for c in ("score", "t.c", "x")] == [
+        ("score", 5, LongType()), ("t.c", 1004, LongType()), ("x", 13, LongType())
+    ]  # fmt: skip
+    # an id held by another column of the table moves too, above every id in use
+    assert rebase_change(BASE, SchemaChange((NewField(2, ROOT, "n2", "long"),)), {}, 4).remap == {2: 5}
+    # the same name with a type neither widens to, a required field of theirs, a narrower map key: conflicts
+    for bad, message in (
+        (NewField(1001, ROOT, "score", "string"), r"column 'score' .*\(field id 5, int\); .*\(string\)"),
+        (NewField(1001, ROOT, "t", "list"), r"column 't' .*\(field id 6, struct<7: a: optional string>\)"),
+        (NewField(1001, 3, "a", "long"), r"column 's.a' .*\(field id 4, string\)"),
+    ):
+        with pytest.raises(SchemaConflict, match=message + ".* for it, so the two cannot be merged"):
+            rebase_change(theirs, SchemaChange((bad,)), {}, 12)
+    required_element = SchemaChange(
+        (NewField(1001, ROOT, "tags", "list"), NewField(1002, 1001, "element", "string"))
+    )
+    with pytest.raises(SchemaConflict, match=r"column 'tags.element' .*\(field id 9, required string\)"):
+        rebase_change(theirs, required_element, {}, 12)
+    wider_key = SchemaChange((NewField(1001, ROOT, "k", "map"), NewField(1002, 1001, "key", "long"),
+                              NewField(1003, 1001, "value", "long")))  # fmt: skip
+    keyed = Schema(NestedField(1, "k", MapType(2, IntegerType(), 3, LongType(), value_required=False)))
+    with pytest.raises(SchemaConflict, match=r"column 'k.key' .*\(field id 2, int\)"):
+        rebase_change(keyed, wider_key, {}, 3)
 
 
 def test_the_mode_comes_from_the_request_then_the_table_property() -> None:

@@ -8,6 +8,7 @@ catalog; another writer is pyiceberg's ``update_schema`` and ``append`` on the s
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -314,3 +315,65 @@ def test_a_job_failing_after_an_attempt_of_unknown_outcome_leaves_no_copy(
     table = api.catalog.load_table("demo.events")
     assert not {p for p in files_under(table) if "-remapped" in p.name}
     assert not any(p.exists() for p in data | manifests)
+
+
+def test_a_merge_found_landed_after_an_unknown_outcome_or_by_the_sweep_still_deletes_the_originals(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_wide(api)
+    parquet(tmp_path / "h1" / "a.parquet", {"id": pa.array([10], pa.int64()), "score": pa.array([1], pa.int64())})
+    parquet(tmp_path / "h2" / "b.parquet", {"id": pa.array([20], pa.int64()), "extra": ["ours"]})
+    first = start(api, {"h1": "*.parquet"}, "evolve", auto_commit=False)
+    run(api, first, tmp_path)
+    theirs(api, "score", LongType(), {"id": 5, "score": 50})
+    real_commit = api.catalog.commit_table
+
+    def lands_then_raises(tbl, requirements, updates):  # type: ignore[no-untyped-def]
+        real_commit(tbl, requirements, updates)
+        raise CommitStateUnknownException("connection reset after the catalog applied the commit")
+
+    # the catalog applies the commit and the answer is lost: the committer finds it on main
+    data, manifests = job_files(api, first)
+    monkeypatch.setattr(api.catalog, "commit_table", lands_then_raises)
+    commit(api, first)
+    monkeypatch.undo()
+    completed(api, first)
+    check_clean(api.catalog.load_table("demo.events"), data | manifests)
+
+    # a committer that dies between completing the job and its deletes: beat's sweep does them
+    second = start(api, {"h2": "*.parquet"}, "evolve", auto_commit=False)
+    run(api, second, tmp_path)
+    data, manifests = job_files(api, second)
+    theirs(api, "extra", StringType(), {"id": 6, "extra": "theirs"})
+    monkeypatch.setattr(api.service.files, "after_commit", lambda *args: None)
+    commit(api, second)
+    monkeypatch.undo()
+    completed(api, second)
+    assert all(p.exists() for p in data | manifests)  # nothing deleted yet
+    assert api.service.files.sweep(now=time.time() + 3600) == [second]
+    table = api.catalog.load_table("demo.events")
+    check_clean(table, data | manifests)
+    got = [(r["id"], r["score"], r["extra"]) for r in table_rows(api)]
+    assert got == [(0, None, None), (5, 50, None), (6, None, "theirs"), (10, 1, None), (20, None, "ours")]
+
+
+def test_a_reserved_id_another_writer_took_moves_to_a_fresh_id(api: Api, tmp_path: Path) -> None:
+    table = make_wide(api)
+    parquet(tmp_path / "h1" / "a.parquet", {"id": pa.array([10], pa.int64()), "score": pa.array([1], pa.int64())})
+    job_id = start(api, {"h1": "*.parquet"}, "evolve", auto_commit=False)
+    run(api, job_id, tmp_path)
+    ours = reserved(api, job_id)["score"]
+    data, manifests = job_files(api, job_id)
+    # another writer adds columns until one of them gets the id reserved for ours
+    with table.update_schema() as update:
+        for i in range(ours - table.metadata.last_column_id):
+            update.add_column(f"c{i}", StringType())
+    table = api.catalog.load_table("demo.events")
+    assert table.schema().find_column_name(ours) != "score"
+    commit(api, job_id)
+    completed(api, job_id)
+
+    table = api.catalog.load_table("demo.events")
+    assert table.schema().find_field("score").field_id == ours + 1  # fresh: above the last column id
+    assert [(r["id"], r["score"], r["c0"]) for r in table_rows(api)] == [(0, None, None), (10, 1, None)]
+    check_clean(table, data | manifests)
