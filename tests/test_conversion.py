@@ -42,6 +42,29 @@ def test_many_small_sources_share_one_file_per_partition(
     assert sum(m.records for m in manifest.partition_metrics.values()) == 360
 
 
+def test_every_file_is_journaled_before_it_exists_the_manifest_with_the_first_data_file(
+    sqlite_catalog: CatalogHandle, tmp_path: Path
+) -> None:
+    table = make_table(sqlite_catalog.catalog, "ns.t", partitioned=True)
+    snapshot = begin_distributed_snapshot(table)
+    calls: list[tuple[str, ...]] = []
+
+    def journal(*paths: str) -> None:
+        assert not any(Path(p.removeprefix("file://")).exists() for p in paths)
+        calls.append(paths)
+
+    manifest = write_task_manifest(snapshot, table, [write_csv(tmp_path / "a.csv", rows(0, 30))], "t1", on_file=journal)
+    assert manifest is not None and manifest.added_files_count == 6 and len(calls) == 6  # one call per data file
+    assert calls[0] == (manifest.data_files[0], manifest.manifest_path)  # one round trip for both
+    assert sorted(p for c in calls for p in c) == sorted([*manifest.data_files, manifest.manifest_path])
+    # sources without rows: no file, nothing journaled
+    calls.clear()
+    empty = tmp_path / "empty.csv"
+    empty.write_text("id,name,category,ts,amount\n")
+    assert write_task_manifest(snapshot, table, [empty], "t2", on_file=journal) is None
+    assert calls == []
+
+
 def test_gzip_sources_and_directories(sqlite_catalog: CatalogHandle, tmp_path: Path) -> None:
     table = make_table(sqlite_catalog.catalog, "ns.t")
     src = tmp_path / "task-1"

@@ -268,6 +268,11 @@ def test_the_file_journal_never_outlives_its_job(store: JobStore, r: redis.Redis
     job_id, _ = create(store)
     store.journal_file(job_id, "file:///wh/data/a.parquet")
     assert r.ttl(keys.job_files(job_id)) == -1
+    # a task's first data file and its manifest are journaled in one call
+    store.journal_file(job_id, "file:///wh/data/b.parquet", "file:///wh/metadata/b-m0.avro")
+    assert store.journaled_files(job_id) == {
+        "file:///wh/data/a.parquet", "file:///wh/data/b.parquet", "file:///wh/metadata/b-m0.avro"
+    }  # fmt: skip
     # A late attempt journaling after the job finished gets the job's remaining retention ...
     store.transition(job_id, OPEN_STATES, JobState.FAILED)
     r.expire(keys.job(job_id), 100)

@@ -404,7 +404,7 @@ def test_a_task_redelivered_after_its_reservation_writes_the_same_ids(api: Api, 
 
     first = write_task_manifest(
         job.snapshot, api.catalog.load_table("demo.events"), [tmp_path / "h1" / "a.parquet"], "h1",
-        on_file=lambda p: store.journal_file(job_id, p), schema_mode=SchemaMode.EVOLVE, reserve=reserve,
+        on_file=lambda *p: store.journal_file(job_id, *p), schema_mode=SchemaMode.EVOLVE, reserve=reserve,
     )  # fmt: skip
     assert first is not None and store.manifest(job_id, "h1") is None
     # the redelivery runs it all again: the same ids, one manifest recorded, the first attempt's files orphans

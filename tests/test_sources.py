@@ -356,8 +356,9 @@ def test_csv_double_error_matches_documented_shape(tmp_path: Path) -> None:
     schema = Schema(NestedField(1, "amount", DoubleType()))
     path = write_csv(tmp_path / "a.csv", [{"amount": "1.5"}, {"amount": "abc"}])
     message = source_error(path, schema)
+    # a file within one block is parsed on one thread, whose reader counts rows (the header is row 1)
     assert message == f"{path}: column 'amount' cannot be cast from string to double: " + (
-        "CSV conversion error to double: invalid value 'abc'"
+        "Row #3: CSV conversion error to double: invalid value 'abc'"
     )
 
 

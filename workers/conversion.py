@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pyiceberg.manifest import ManifestEntry, ManifestEntryStatus
 from pyiceberg.table import Table
@@ -70,13 +71,19 @@ def _local_reservation(commit_uuid: str) -> LocalFieldIds:
     return _local[commit_uuid]
 
 
+class FileJournal(Protocol):
+    """Records paths before the files exist, so a killed attempt's files can be found and deleted."""
+
+    def __call__(self, *paths: str) -> None: ...
+
+
 def write_task_manifest(
     snapshot: DistributedSnapshot,
     table: Table,
     paths: Sequence[Path | str | SourcePart],
     task_id: str,
     on_batch: Callable[[int], None] | None = None,
-    on_file: Callable[[str], None] | None = None,
+    on_file: FileJournal | None = None,
     buffer_bytes: int = DEFAULT_WRITE_BUFFER_BYTES,
     schema_mode: SchemaMode = SchemaMode.STRICT,
     reserve: FieldReserver | None = None,
@@ -85,7 +92,8 @@ def write_task_manifest(
 
     Returns ``None`` when the sources hold no rows. On any error every file written is deleted.
     ``on_batch`` is called with the row count of every batch converted (progress reporting);
-    ``on_file`` with every file's path before it is created (a journal for orphan cleanup).
+    ``on_file`` with every file's path before it is created (a journal for orphan cleanup): the
+    manifest's path comes with the first data file's, one call (one Redis round trip) for both.
     ``schema_mode`` says what to do with source columns the table lacks; in evolve, the task writes
     with the table's schema plus the fields ``reserve`` gives ids to (the job store's reservation,
     so every task of the job agrees; by default the tasks of this process agree), and the
@@ -110,14 +118,23 @@ def write_task_manifest(
         schema, change = evolve_task_schema(
             base, spec, [(s.path, s.fmt) for s in sources], reserve, metadata.last_column_id
         )
+    prefix = new_write_prefix(task_id)
+    manifest_path = table.location_provider().new_metadata_location(f"{snapshot.commit_uuid}-{prefix}-m0.avro")
+    unjournaled = [manifest_path]  # journaled with the first data file (no data file: no manifest)
+
+    def journal(path: str) -> None:
+        if on_file is not None:
+            on_file(path, *unjournaled)
+            unjournaled.clear()
+
     writer = DataFileWriter(
         table.io,
         schema,
         spec,
         dict(metadata.properties),
         table.location_provider(),
-        new_write_prefix(task_id),
-        on_file,
+        prefix,
+        journal,
         buffer_bytes,
     )
     # evolve: a text source's int and decimal columns widen by their values (workers/widening.py)
@@ -146,12 +163,9 @@ def write_task_manifest(
         written = [d.file_path for d in data_files]
         if not data_files:
             return None
-        manifest_path = table.location_provider().new_metadata_location(
-            f"{snapshot.commit_uuid}-{new_write_prefix(task_id)}-m0.avro"
-        )
         written.append(manifest_path)
-        if on_file is not None:
-            on_file(manifest_path)
+        if on_file is not None and unjournaled:
+            on_file(*unjournaled)
         with write_manifest(
             format_version=metadata.format_version,  # type: ignore[arg-type]
             spec=spec,

@@ -38,12 +38,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
-from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.schema import Schema
 
 from app.errors import SourceError
 from app.formats import SourceFormat, source_format
 from app.iceberg.schema_evolution import SchemaMode
+from workers import schema_cache
 from workers.record_ranges import Span, check_span, open_bytes
 from workers.schema_drift import Refusal, diff, unknown_json_keys
 
@@ -84,31 +84,22 @@ def read_source(
     if not path.is_file():
         reason = "is a directory" if path.is_dir() else "no such file"
         raise SourceError(f"{path}: cannot be read: {reason}")
-    target = schema_to_pyarrow(schema)
+    target = schema_cache.arrow_schema(schema)  # the same for every task of a job: made once
     types = {f.name: str(f.field_type) for f in schema.fields}
+    refusal = None if mode == SchemaMode.IGNORE else Refusal(path, gz, span, schema, mode)
     if name == "jsonl":
-        check = None if mode == SchemaMode.IGNORE else Refusal(path, gz, span, schema, mode)
-        return _guarded(path, _read_json(path, gz, span, target, types, batch_bytes, check))
-    readers = {"parquet": _read_parquet, "csv": _read_csv}
-    batches = readers[name](path, gz, span, target, types, batch_bytes)
-    if mode != SchemaMode.IGNORE:
-        batches = _checked(Refusal(path, gz, span, schema, mode), name, batch_bytes, batches)
-    return _guarded(path, batches)
+        return _guarded(path, _read_json(path, gz, span, target, types, batch_bytes, refusal))
+    if name == "csv":
+        return _guarded(path, _read_csv(path, gz, span, target, types, batch_bytes, refusal))
+    batches = _read_parquet(path, gz, span, target, types, batch_bytes)
+    return _guarded(path, batches if refusal is None else _checked_parquet(refusal, batches))
 
 
-def _checked(
-    refusal: Refusal, name: str, batch_bytes: int, batches: Iterator[pa.RecordBatch]
-) -> Iterator[pa.RecordBatch]:
-    """``batches``, once the file's columns (Parquet: its schema; CSV: its header) are all in the schema."""
-    if name == "parquet":
-        new = diff(refusal.schema, pq.read_schema(refusal.path), typed=False)
-        if new.new:
-            raise refusal.error(new.describe_new())
-    else:
-        names = {f.name for f in refusal.schema.fields}
-        extra = [c for c in _csv_header(refusal.path, refusal.gz, max(batch_bytes, 1 << 16)) if c not in names]
-        if extra:
-            raise refusal.error(", ".join(f"'{c}'" for c in extra))
+def _checked_parquet(refusal: Refusal, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """``batches``, once the file's columns are all in the schema."""
+    new = diff(refusal.schema, pq.read_schema(refusal.path), typed=False)
+    if new.new:
+        raise refusal.error(new.describe_new())
     yield from batches
 
 
@@ -267,8 +258,14 @@ def _read_csv(
     target: pa.Schema,
     types: dict[str, str],
     batch_bytes: int,
+    refusal: Refusal | None = None,
 ) -> Iterator[pa.RecordBatch]:
     header = _csv_header(path, gz, max(batch_bytes, 1 << 16))
+    if refusal is not None:  # strict, evolve: every header column must be in the schema
+        known = {f.name for f in refusal.schema.fields}
+        extra = [c for c in header if c not in known]
+        if extra:
+            raise refusal.error(", ".join(f"'{c}'" for c in extra))
     if not header:
         return
     columns = _present(path, header, target, types)
@@ -278,7 +275,9 @@ def _read_csv(
     )
     # a span past the start has no header line: name its columns from the file's header
     names = header if span is not None and span.start > 0 else None
-    read = pacsv.ReadOptions(block_size=batch_bytes, use_threads=True, column_names=names)
+    # a file within one block is parsed by one thread: handing it to the pool costs more than it saves
+    small = gz is False and (span.end - span.start if span is not None else path.stat().st_size) <= batch_bytes
+    read = pacsv.ReadOptions(block_size=batch_bytes, use_threads=not small, column_names=names)
     # the quote-aware chunker: quoted values may hold newlines anywhere (it costs ~1-5% of a read)
     parse = pacsv.ParseOptions(newlines_in_values=True)
     with open_bytes(path, gz, span, guard_cr=True) as stream:

@@ -124,7 +124,7 @@ def run_task(service: JobService, job_id: str, task_id: str, settings: Settings)
         paths,
         task_id,
         on_batch=progress,
-        on_file=lambda path: through_outage(lambda: store.journal_file(job_id, path), "journaling a file"),
+        on_file=lambda *paths: through_outage(lambda: store.journal_file(job_id, *paths), "journaling files"),
         buffer_bytes=settings.write_buffer_bytes,
         schema_mode=SchemaMode(job.schema_mode),
         reserve=reserve,

@@ -238,13 +238,13 @@ end
 return state
 """
 
-# KEYS: job, files.  ARGV: path, retention seconds.
-# Journals a file. Once the job has finished (its hash expires), the journal expires with it; a late
+# KEYS: job, files.  ARGV: retention seconds, path, path, ...
+# Journals files. Once the job has finished (its hash expires), the journal expires with it; a late
 # attempt journaling after that gets the retention, so no journal outlives its job for good.
 JOURNAL_FILE = """
-redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[2], unpack(ARGV, 2))
 local ttl = redis.call('TTL', KEYS[1])
-if ttl == -2 then ttl = tonumber(ARGV[2]) end
+if ttl == -2 then ttl = tonumber(ARGV[1]) end
 if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
 return 1
 """

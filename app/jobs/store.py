@@ -225,8 +225,10 @@ class JobStore(HostStore, FieldStore, DispatchStore, RunningStore):
         """Job ids whose cleanup was recorded before ``before`` and is not done."""
         return list(self._r.zrangebyscore(keys.CLEANUP_PENDING, "-inf", before))  # type: ignore[arg-type]
 
-    def journal_file(self, job_id: str, path: str) -> None:
-        self._journal(keys=[keys.job(job_id), keys.job_files(job_id)], args=[path, self.retention_seconds])
+    def journal_file(self, job_id: str, *paths: str) -> None:
+        """Record ``paths`` as files of the job (before they exist): one round trip for all of them."""
+        if paths:
+            self._journal(keys=[keys.job(job_id), keys.job_files(job_id)], args=[self.retention_seconds, *paths])
 
     def journaled_files(self, job_id: str) -> set[str]:
         return set(self._r.smembers(keys.job_files(job_id)))  # type: ignore[arg-type]
