@@ -67,11 +67,6 @@ def job_plans(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:plans"
 
 
-def job_plans_sent(job_id: str) -> str:
-    """set: hosts whose planned tasks were all published to their queue."""
-    return f"{PREFIX}:job:{job_id}:plans-sent"
-
-
 def job_fields(job_id: str) -> str:
     """hash: JSON list of a new column's names (its path) -> JSON {id, type, parent}: the field ids the
     job's tasks reserved for the columns they add (schema mode evolve); first reservation wins."""
@@ -131,7 +126,6 @@ def job_keys(job_id: str) -> list[str]:
         job_hosts(job_id),
         job_sources(job_id),
         job_plans(job_id),
-        job_plans_sent(job_id),
         job_dispatch(job_id),
         job_running(job_id),
         job_fields(job_id),

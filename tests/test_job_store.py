@@ -12,6 +12,7 @@ from app import keys
 from app.errors import FailedPrecondition, NotFound
 from app.iceberg import ManifestDescriptor
 from app.iceberg.schema_evolution import ROOT, FieldRequest
+from app.jobs.dispatch_store import Message
 from app.jobs.model import OPEN_STATES, HostPlan, JobState, Piece, TaskSpec
 from app.jobs.store import JobStore, Registration
 from tests.support.jobs import TABLE, create, descriptor, fail, task_spec
@@ -231,13 +232,17 @@ def test_terminal_states_are_final(store: JobStore) -> None:
 
 
 def _populate_every_key(store: JobStore, job_id: str, r: redis.Redis) -> None:
-    # the job's sources and plans (a planned job), then its manifests, failures, enqueued ids and journal
+    # the job's sources and plans (a planned job), then its manifests, failures, published ids and journal
     r.hset(keys.job_sources(job_id), "h1", '["*.csv"]')
     store.register_plan(job_id, "h1", HostPlan(1, 1, 10), [TaskSpec("plan:h1:00001", "h1", (), (Piece("a.csv"),))])
-    store.mark_plan_sent(job_id, "h1", [])
     store.record_manifest(job_id, "t1", descriptor("t1"))
     assert store.task_failed(job_id, "t2", "unreadable")
-    store.mark_enqueued(job_id, ["celery-1", "celery-2"])
+    # a dispatcher publishes the first chunk of the dispatch list (it records the messages' Celery ids)
+    token = store.acquire_dispatch_lease(job_id)
+    assert token is not None
+    messages = [Message("floe-test:ingest", "m1", "celery-1"), Message("floe-test:ingest", "m2", "celery-2")]
+    outcome, _ = store.dispatch_publish(job_id, token, store.dispatch_read(job_id).cursor, 1, messages)
+    assert outcome == "ok"
     store.journal_file(job_id, "file:///wh/data/a.parquet")
     store.task_context(job_id, "t3")  # a worker starts t3: it runs (the plan filled the dispatch list)
     store.reserve_fields(job_id, "table-uuid", 1001, [FieldRequest(("new",), "long", -1)])  # schema mode evolve

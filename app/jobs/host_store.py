@@ -61,16 +61,6 @@ class HostStore:
     def host_tasks(self, job_id: str, host: str) -> builtins.list[TaskSpec]:
         return [t for t in self.tasks(job_id) if t.host == host]
 
-    def plan_sent(self, job_id: str, host: str) -> bool:
-        return bool(self._r.sismember(keys.job_plans_sent(job_id), host))
-
-    def mark_plan_sent(self, job_id: str, host: str, celery_ids: builtins.list[str]) -> None:
-        pipe = self._r.pipeline(transaction=True)
-        if celery_ids:
-            pipe.sadd(keys.job_celery_ids(job_id), *celery_ids)
-        pipe.sadd(keys.job_plans_sent(job_id), host)
-        pipe.execute()
-
     def host_progress(self, job_id: str) -> builtins.list[HostProgress]:
         """Every host the job has sources or tasks on, with its plan and task counts."""
         pipe = self._r.pipeline(transaction=False)

@@ -126,13 +126,6 @@ class JobStore(HostStore, FieldStore, DispatchStore, RunningStore):
             self._r.expire(keys.idempotency(new.idempotency_key), self.retention_seconds)
         return str(found), bool(created)
 
-    def mark_enqueued(self, job_id: str, celery_ids: list[str]) -> None:
-        pipe = self._r.pipeline(transaction=True)
-        if celery_ids:
-            pipe.sadd(keys.job_celery_ids(job_id), *celery_ids)
-        pipe.hset(keys.job(job_id), "enqueued", "1")
-        pipe.execute()
-
     def register_tasks(self, job_id: str, tasks: list[TaskSpec], now: float | None = None) -> Registration:
         """Register tasks, all or none (first registration of an id wins). See :class:`Registration`."""
         args: list[Any] = [repr(time.time() if now is None else now)]
