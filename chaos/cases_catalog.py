@@ -9,8 +9,10 @@ cluster uses as its REST catalog; the case itself reads the catalog directly.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -33,6 +35,7 @@ from chaos.cases import (
 )
 from chaos.data import make_table, write_csv
 from chaos.harness import ChaosError, Cluster, wait_until
+from chaos.proxies import CatalogProxy
 from chaos.topology import restart_postgres
 
 OBJECT_STORE_DOWN_SECONDS = 3.0
@@ -49,6 +52,24 @@ def _two_host_job(c: Cluster, res: CaseResult, rows_1: int, rows_2: int, **kwarg
 
 def _job_snapshots(c: Cluster, job_id: str) -> list[int]:
     return [s.snapshot_id for s in c.table().metadata.snapshots if job_of(s) == job_id]
+
+
+@contextlib.contextmanager
+def _commit_meets(
+    home: Path, res: CaseResult, fault: Callable[[CatalogProxy, str, str], threading.Event], reached: str
+) -> Iterator[tuple[Cluster, str, set[int]]]:
+    """A cluster behind the catalog proxy, with ``fault`` armed on the table's commit, running a two-host
+    job: yields (cluster, job id, expected ids) once the job's commit has met the fault (``reached``)."""
+    with Cluster(home, SMALL_WRITES, catalog_proxy=True) as c:
+        make_table(c.catalog, "chaos.events", TABLE_PROPS)
+        met = fault(c.proxy, *COMMIT)
+        c.start_coordinator()
+        c.start_beat()
+        c.start_workers([1, 2])
+        job_id, expected = _two_host_job(c, res, 50_000, 50_000)
+        with observed(c, res, expected):
+            wait_until(met.is_set, 60, reached)
+            yield c, job_id, expected
 
 
 @case(
@@ -87,39 +108,31 @@ def objectstore_sigkill(home: Path, res: CaseResult) -> None:
     topologies=("s3-rest",),
 )
 def catalog_down_at_commit(home: Path, res: CaseResult) -> None:
-    with Cluster(home, SMALL_WRITES, catalog_proxy=True) as c:
-        make_table(c.catalog, "chaos.events", TABLE_PROPS)
-        proxy = c.proxy
-        # Given the catalog goes unreachable (connections refused) the moment the commit reaches it
-        dropped = proxy.go_down_on(*COMMIT)
-        c.start_coordinator()
-        c.start_beat()
-        c.start_workers([1, 2])
-        job_id, expected = _two_host_job(c, res, 50_000, 50_000)
-        with observed(c, res, expected):
-            wait_until(dropped.is_set, 60, "the commit to reach the catalog")
-            down_at = time.monotonic()
-            # Then while it is down the job stays COMMITTING, with nothing on the table, through many
-            # auto-commit ticks (each fails to reach the catalog and deletes nothing)
-            while time.monotonic() - down_at < CATALOG_DOWN_SECONDS:
-                job = c.job(job_id)
-                if job.state != JobState.COMMITTING or _job_snapshots(c, job_id):
-                    raise ChaosError(f"while the catalog was down: job {job.summary()}\n{c.logs()}")
-                time.sleep(0.5)
-            # When it is back, the job completes once
-            proxy.up()
-            job = c.wait_job(job_id, timeout=60)
-            if job.state != JobState.COMPLETED:
-                raise ChaosError(f"job ended {job.summary()}\n{c.logs()}")
-            commits = proxy.matching(*COMMIT)
-            landed = [e for e in commits if e.status == 200]
-            res.notes.append(
-                f"commit requests: {[e.disposition for e in commits]}; completed "
-                f"{time.monotonic() - down_at - CATALOG_DOWN_SECONDS:.1f}s after the catalog came back"
-            )
-            if len(landed) != 1 or commits[0].disposition != "dropped":
-                raise ChaosError(f"expected the dropped commit then one that landed: {commits}")
-            verify(c, res, expected, [job_id])
+    # Given the catalog goes unreachable (connections refused) the moment the commit reaches it
+    reached = "the commit to reach the catalog"
+    with _commit_meets(home, res, CatalogProxy.go_down_on, reached) as (c, job_id, expected):
+        down_at = time.monotonic()
+        # Then while it is down the job stays COMMITTING, with nothing on the table, through many
+        # auto-commit ticks (each fails to reach the catalog and deletes nothing)
+        while time.monotonic() - down_at < CATALOG_DOWN_SECONDS:
+            job = c.job(job_id)
+            if job.state != JobState.COMMITTING or _job_snapshots(c, job_id):
+                raise ChaosError(f"while the catalog was down: job {job.summary()}\n{c.logs()}")
+            time.sleep(0.5)
+        # When it is back, the job completes once
+        c.proxy.up()
+        job = c.wait_job(job_id, timeout=60)
+        if job.state != JobState.COMPLETED:
+            raise ChaosError(f"job ended {job.summary()}\n{c.logs()}")
+        commits = c.proxy.matching(*COMMIT)
+        landed = [e for e in commits if e.status == 200]
+        res.notes.append(
+            f"commit requests: {[e.disposition for e in commits]}; completed "
+            f"{time.monotonic() - down_at - CATALOG_DOWN_SECONDS:.1f}s after the catalog came back"
+        )
+        if len(landed) != 1 or commits[0].disposition != "dropped":
+            raise ChaosError(f"expected the dropped commit then one that landed: {commits}")
+        verify(c, res, expected, [job_id])
 
 
 @case(
@@ -129,26 +142,18 @@ def catalog_down_at_commit(home: Path, res: CaseResult) -> None:
     topologies=("s3-rest",),
 )
 def catalog_answer_lost(home: Path, res: CaseResult) -> None:
-    with Cluster(home, SMALL_WRITES, catalog_proxy=True) as c:
-        make_table(c.catalog, "chaos.events", TABLE_PROPS)
-        proxy = c.proxy
-        # Given the catalog's answer to the commit never reaches the committer (the connection drops)
-        lost = proxy.lose_answer_of(*COMMIT)
-        c.start_coordinator()
-        c.start_beat()
-        c.start_workers([1, 2])
-        job_id, expected = _two_host_job(c, res, 50_000, 50_000)
-        with observed(c, res, expected):
-            wait_until(lost.is_set, 60, "the commit to land unanswered")
-            job = c.wait_job(job_id, timeout=60)
-            # Then the committer found its snapshot among main's ancestors: one commit request, one snapshot
-            if job.state != JobState.COMPLETED:
-                raise ChaosError(f"job ended {job.summary()}\n{c.logs()}")
-            commits = proxy.matching(*COMMIT)
-            res.notes.append(f"commit requests: {[(e.disposition, e.status) for e in commits]}")
-            if [(e.disposition, e.status) for e in commits] != [("answer-lost", 200)]:
-                raise ChaosError(f"expected exactly one commit request, landed, answer lost: {commits}")
-            verify(c, res, expected, [job_id])
+    # Given the catalog's answer to the commit never reaches the committer (the connection drops)
+    reached = "the commit to land unanswered"
+    with _commit_meets(home, res, CatalogProxy.lose_answer_of, reached) as (c, job_id, expected):
+        job = c.wait_job(job_id, timeout=60)
+        # Then the committer found its snapshot among main's ancestors: one commit request, one snapshot
+        if job.state != JobState.COMPLETED:
+            raise ChaosError(f"job ended {job.summary()}\n{c.logs()}")
+        commits = c.proxy.matching(*COMMIT)
+        res.notes.append(f"commit requests: {[(e.disposition, e.status) for e in commits]}")
+        if [(e.disposition, e.status) for e in commits] != [("answer-lost", 200)]:
+            raise ChaosError(f"expected exactly one commit request, landed, answer lost: {commits}")
+        verify(c, res, expected, [job_id])
 
 
 @case(
