@@ -135,8 +135,8 @@ def test_harness_runs_every_contender_on_tiny_data(tmp_path: Path) -> None:
 
 
 def test_check_table_refuses_a_wrong_row_count(tmp_path: Path) -> None:
+    from bench.checks import CheckFailed, check_table
     from bench.data import ARROW_SCHEMA, create_table, make_batch
-    from bench.run import CheckFailed, check_table
 
     (tmp_path / "wh").mkdir()
     catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path / 'c.db'}", warehouse=(tmp_path / "wh").as_uri())
