@@ -8,9 +8,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from pyiceberg.catalog.rest import RestCatalog
 
 from app.client import TaskArg
 from app.proto_gen.api import common_pb2, coordinator_pb2, worker_pb2, worker_pb2_grpc
+from tests.support.s3_objects import assert_only_the_snapshot_in_bucket
 from tests.support.system import Cluster, wait_until
 from tests.support.tables import (
     make_table,
@@ -29,7 +31,10 @@ def data_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.parquet")) if root.exists() else []
 
 
-def test_two_hosts_one_job_auto_commits_every_row_once(cluster: Cluster) -> None:
+def test_two_hosts_one_job_auto_commits_every_row_once(
+    topology_cluster: Cluster, request: pytest.FixtureRequest
+) -> None:
+    cluster = topology_cluster  # SQLite + file://, and SeaweedFS's REST catalog + S3
     # Given a partitioned table and sources in three formats on two hosts
     table = make_table(cluster.catalog, "demo.events", partitioned=True)
     write_csv(cluster.data_dir("1") / "a.csv", rows(0, 400))
@@ -67,6 +72,9 @@ def test_two_hosts_one_job_auto_commits_every_row_once(cluster: Cluster) -> None
     assert snap is not None and snap.snapshot_id == status.committed_snapshot_id == reply.snapshot.snapshot_id
     assert snap.summary is not None and snap.summary["floe.job-id"] == reply.job_id
     assert int(snap.summary["added-data-files"]) == status.files_written
+    if isinstance(cluster.catalog, RestCatalog):
+        # on S3: metadata, manifests and data files are objects in the bucket, with no orphan data files
+        assert_only_the_snapshot_in_bucket(request.getfixturevalue("seaweedfs"), table)
     # and the coordinator's metrics count what happened, cluster-wide
     metrics = cluster.metrics()
     assert metrics["floe_manifests_total"] == 4 and metrics["floe_rows_written_total"] == 1000

@@ -20,62 +20,19 @@ import pyarrow.fs
 import pytest
 from pyiceberg.catalog.rest import RestCatalog
 from pyiceberg.exceptions import OAuthError
-from pyiceberg.table import Table
 
 from app.client import CoordinatorClient, TaskArg
 from app.proto_gen.api import common_pb2
 from app.stack import free_port, free_port_block
 from tests.support.catalogs import CatalogHandle
+from tests.support.s3_objects import assert_all_on_s3, objects, s3
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.system import TERMINAL, Cluster, wait_until
-from tests.support.tables import make_table, read_ids, rows, write_csv, write_jsonl, write_parquet
+from tests.support.tables import make_table, read_ids, rows, write_csv, write_parquet
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-# --------------------------------------------------------------------------------------------
-# what is in the bucket, as the object store itself lists it
-# --------------------------------------------------------------------------------------------
-
-
-def _s3(server: SeaweedFS, secret_key: str | None = None) -> pyarrow.fs.S3FileSystem:
-    return pyarrow.fs.S3FileSystem(
-        access_key=server.access_key,
-        secret_key=secret_key or server.secret_key,
-        endpoint_override=server.s3_endpoint,
-        region=server.REGION,
-    )
-
-
-def _objects(server: SeaweedFS, location: str) -> set[str]:
-    """Every object under the s3:// ``location``, as s3:// URIs."""
-    assert location.startswith("s3://"), location
-    infos = _s3(server).get_file_info(pyarrow.fs.FileSelector(location.removeprefix("s3://"), recursive=True))
-    return {f"s3://{info.path}" for info in infos if info.type == pyarrow.fs.FileType.File}
-
-
-def _table_files(table: Table) -> tuple[set[str], set[str], str | None]:
-    """(data files, manifest files, manifest list) of the current snapshot."""
-    snapshot = table.current_snapshot()
-    if snapshot is None:
-        return set(), set(), None
-    manifests = snapshot.manifests(table.io)
-    data = {entry.data_file.file_path for m in manifests for entry in m.fetch_manifest_entry(table.io)}
-    return data, {m.manifest_path for m in manifests}, snapshot.manifest_list
-
-
-def _assert_all_on_s3(server: SeaweedFS, table: Table) -> None:
-    """The table's metadata, manifest list, manifests and data files are objects in the S3 bucket."""
-    prefix = f"{server.warehouse}/"
-    data, manifests, manifest_list = _table_files(table)
-    assert data and manifests and manifest_list
-    paths = {table.metadata_location, manifest_list, *manifests, *data}
-    assert all(p.startswith(prefix) for p in paths), sorted(paths)
-    assert table.location().startswith(prefix)
-    missing = paths - _objects(server, table.location())
-    assert not missing, f"referenced but not in the bucket: {sorted(missing)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,16 +56,16 @@ def test_pyiceberg_round_trip_through_rest_catalog_on_s3(
     reloaded = seaweedfs.catalog("again").load_table(s3_rest_catalog.identifier("events"))
     assert read_ids(reloaded) == list(range(500))
     assert len(reloaded.metadata.snapshots) == 2
-    _assert_all_on_s3(seaweedfs, reloaded)
+    assert_all_on_s3(seaweedfs, reloaded)
     assert reloaded.location() == f"{seaweedfs.warehouse}/{s3_rest_catalog.namespace}/events"
 
 
 def test_s3_checks_signatures_and_the_catalog_checks_credentials(seaweedfs: SeaweedFS) -> None:
     from pyiceberg.catalog import load_catalog
 
-    assert _s3(seaweedfs).get_file_info(seaweedfs.bucket).type == pyarrow.fs.FileType.Directory
+    assert s3(seaweedfs).get_file_info(seaweedfs.bucket).type == pyarrow.fs.FileType.Directory
     with pytest.raises(OSError, match="ACCESS_DENIED|AccessDenied|SignatureDoesNotMatch"):
-        _s3(seaweedfs, secret_key="not-the-secret").get_file_info(seaweedfs.bucket)
+        s3(seaweedfs, secret_key="not-the-secret").get_file_info(seaweedfs.bucket)
     with pytest.raises(OAuthError):
         load_catalog(
             "wrong", **{**seaweedfs.catalog_properties, "credential": f"{seaweedfs.access_key}:nope"}
@@ -135,7 +92,7 @@ def test_object_store_killed_and_restarted_keeps_its_data(
     seaweedfs.restart()
     table = seaweedfs.catalog().load_table(s3_rest_catalog.identifier("events"))
     assert read_ids(table) == list(range(150))
-    _assert_all_on_s3(seaweedfs, table)
+    assert_all_on_s3(seaweedfs, table)
 
 
 def test_env_describes_the_catalog_for_floe_processes(seaweedfs: SeaweedFS) -> None:
@@ -176,53 +133,6 @@ def s3_cluster(tmp_path: Path, redis_server: object, seaweedfs: SeaweedFS) -> It
         cluster.stop_all()
 
 
-def test_two_host_job_lands_every_row_once_on_s3_through_the_rest_catalog(
-    s3_cluster: Cluster,
-    seaweedfs: SeaweedFS,
-) -> None:
-    cluster = s3_cluster
-    # Given a partitioned table in the REST catalog and sources in three formats on two hosts
-    make_table(cluster.catalog, "demo.events", partitioned=True)
-    write_csv(cluster.data_dir("1") / "a.csv", rows(0, 400))
-    write_jsonl(cluster.data_dir("1") / "b.jsonl", rows(400, 100))
-    write_parquet(cluster.data_dir("2") / "c.parquet", rows(500, 300))
-    write_csv(cluster.data_dir("2") / "more" / "d.csv", rows(800, 200))
-    cluster.start_coordinator()
-    cluster.start_worker("1")
-    cluster.start_worker("2")
-    # When one job runs tasks on both hosts
-    with cluster.client() as client:
-        reply = client.start_job(
-            "demo",
-            "events",
-            requester="test",
-            tasks=[
-                TaskArg("t1", "1", ["*.csv"]),
-                TaskArg("t2", "1", ["*.jsonl"]),
-                TaskArg("t3", "2", ["c.parquet"]),
-                TaskArg("t4", "2", ["more"]),
-            ],
-        )
-    assert reply.created and reply.snapshot.snapshot_id
-    status = cluster.wait_for_state(reply.job_id)
-    # Then it committed one snapshot with every row exactly once
-    assert status.state == common_pb2.COMPLETED, (status, cluster.logs())
-    assert status.manifests_accepted == status.tasks_done == 4 and status.rows_written == 1000
-    table = seaweedfs.catalog("reader").load_table("demo.events")
-    assert read_ids(table) == list(range(1000))
-    assert len(table.metadata.snapshots) == 1
-    snap = table.metadata.current_snapshot()
-    assert snap is not None and snap.snapshot_id == status.committed_snapshot_id == reply.snapshot.snapshot_id
-    assert snap.summary is not None and snap.summary["floe.job-id"] == reply.job_id
-    assert int(snap.summary["added-data-files"]) == status.files_written
-    # and metadata, manifests and data files are objects in the S3 bucket, with no orphan data files
-    _assert_all_on_s3(seaweedfs, table)
-    data, manifests, manifest_list = _table_files(table)
-    objects = _objects(seaweedfs, table.location())
-    assert {o for o in objects if o.endswith(".parquet")} == data
-    assert {o for o in objects if o.endswith(".avro")} == {*manifests, manifest_list}
-
-
 def test_cancelled_job_deletes_its_files_from_s3(s3_cluster: Cluster, seaweedfs: SeaweedFS) -> None:
     cluster = s3_cluster
     table = make_table(cluster.catalog, "demo.events")
@@ -235,12 +145,12 @@ def test_cancelled_job_deletes_its_files_from_s3(s3_cluster: Cluster, seaweedfs:
             "demo", "events", tasks=[TaskArg("t1", "1", ["a.csv"]), TaskArg("t9", "9", ["x.csv"])]
         )
         wait_until(lambda: client.status(reply.job_id).manifests_accepted == 1, 60, "host 1's manifest")
-        written = _objects(seaweedfs, table.location())
+        written = objects(seaweedfs, table.location())
         assert any(o.endswith(".parquet") for o in written), sorted(written)
         cancelled = client.cancel(reply.job_id, "changed my mind")
         assert cancelled.state == common_pb2.CANCELLED, cluster.logs()
     # Then what the job wrote is deleted from the bucket (the table's metadata stays)
-    left = _objects(seaweedfs, table.location())
+    left = objects(seaweedfs, table.location())
     assert not {o for o in left if o.endswith((".parquet", ".avro"))}, (sorted(left), cluster.logs())
     assert seaweedfs.catalog().load_table("demo.events").current_snapshot() is None
 
@@ -316,7 +226,7 @@ def test_floe_up_runs_a_two_host_job_on_s3_and_the_rest_catalog(
         assert status.state == common_pb2.COMPLETED, (status, logs)  # type: ignore[union-attr]
         table = seaweedfs.catalog("reader").load_table("demo.events")
         assert read_ids(table) == list(range(500)) and len(table.metadata.snapshots) == 1
-        _assert_all_on_s3(seaweedfs, table)
+        assert_all_on_s3(seaweedfs, table)
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=60) == 0, "\n".join(lines)
     except grpc.RpcError as exc:
