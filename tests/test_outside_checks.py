@@ -288,10 +288,11 @@ def test_other_engines_read_tables_floe_committed(
     assert first_snap.sequence_number == 2
     first_metadata = table.metadata_location
 
-    # Floe job 2: 120 one-file tasks, merged at commit (min-count-to-merge 50)
+    # Floe job 2: 120 one-file tasks, joined into one manifest at commit, then merged with the older
+    # ones (min-count-to-merge 2: their entries become EXISTING, keeping their sequence numbers)
     with table.transaction() as tx:
         tx.set_properties(
-            {"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "50"}
+            {"commit.manifest-merge.enabled": "true", "commit.manifest.min-count-to-merge": "2"}
         )
     table = cat.load_table(ident)
     job2 = [rows(20_000 + 5 * i, 5) for i in range(120)]
@@ -307,7 +308,7 @@ def test_other_engines_read_tables_floe_committed(
     assert second_snap is not None and second_snap.snapshot_id == second
     assert second_snap.parent_snapshot_id == first
     listed = second_snap.manifests(table.io)
-    assert len(listed) <= 2, [m.manifest_path for m in listed]  # 120 + 4 manifests were merged
+    assert len(listed) == 1, [m.manifest_path for m in listed]  # the job's 120 and the older ones, merged
 
     written_then = [r for part in job1 for r in part] + appended
     written_now = written_then + [r for part in job2 for r in part]
