@@ -13,7 +13,7 @@ SEEN_RECENTLY_SECONDS = 3600  # ListHosts shows the hosts that heartbeat within 
 METRICS = f"{PREFIX}:metrics"  # hash: counter name -> value (cluster-wide, exported by the coordinator)
 # upper bounds (seconds) of the commit-duration histogram kept in METRICS
 COMMIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-JOB_EVENTS = f"{PREFIX}:job-events"  # pub/sub channel: the id of every job whose version changed
+JOB_EVENTS = f"{PREFIX}:job-events"  # pub/sub channel: '<id> <state>' of every job whose version changed
 # zset: job id -> when its commit landed, until the files it left unreferenced are deleted (a
 # coordinator that dies in between leaves the entry for the auto-committer's sweep)
 CLEANUP_PENDING = f"{PREFIX}:jobs:cleanup-pending"

@@ -47,9 +47,11 @@ def test_a_change_wakes_the_watchers_of_that_job_only(redis_server: object) -> N
         assert watch_second.wait(10)
         assert store.task_failed(first, "t1", "boom")
         assert watch_first.wait(10)
+        assert watch_first.state == store.require(first).state.value  # the notification names the state
         assert not watch_second.wait(0.2)  # nothing happened to the second job
         assert fail(store, second, "stop")
         assert watch_second.wait(10)
+        assert watch_second.state == "FAILED"  # a watcher learns the job ended without reading it
         assert not watch_first.wait(0.2)
         watch_first.close()
         watch_second.close()

@@ -197,7 +197,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
                     # a burst of changes (a manifest every few ms) goes out as one update per
                     # WATCH_MIN_INTERVAL_SECONDS, read once at its end; the job's end goes out at once
                     while (pause := sent + WATCH_MIN_INTERVAL_SECONDS - time.monotonic()) > 0:
-                        if watch.wait(pause) and self.service.store.job_state(job.job_id) in ENDED:
+                        if watch.wait(pause) and watch.state in ENDED:
                             break
                     job = self.service.status(job.job_id)
                     if job.version != version:

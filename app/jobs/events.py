@@ -1,6 +1,6 @@
-"""Job change notifications: every state script publishes the job id; watchers wake on it.
+"""Job change notifications: every state script publishes the job id and state; watchers wake on it.
 
-Every Lua script that bumps a job's ``version`` also PUBLISHes the job id on
+Every Lua script that bumps a job's ``version`` also PUBLISHes ``<job id> <state>`` on
 :data:`app.keys.JOB_EVENTS`. One listener thread per process holds the subscription and wakes the
 watchers of that job, so ``WatchJob`` streams (and anything else waiting on a job) learn of a change
 as soon as it happens instead of polling Redis. Pub/sub is not durable: a message published while
@@ -30,6 +30,7 @@ class JobWatch:
         self._events = events
         self.job_id = job_id
         self._changed = threading.Event()
+        self.state = ""  # the state the last notification named ("": unknown)
 
     def wait(self, timeout: float) -> bool:
         """Block until the job changed since the last wait (True) or ``timeout`` passed (False)."""
@@ -37,7 +38,8 @@ class JobWatch:
         self._changed.clear()
         return changed
 
-    def notify(self) -> None:
+    def notify(self, state: str = "") -> None:
+        self.state = state
         self._changed.set()
 
     def close(self) -> None:
@@ -90,14 +92,14 @@ class JobEvents:
         if thread is not None:
             thread.join(timeout=5)
 
-    def _wake(self, job_id: str | None) -> None:
+    def _wake(self, job_id: str | None, state: str = "") -> None:
         with self._lock:
             if job_id is None:
                 targets = [w for ws in self._watches.values() for w in ws]
             else:
                 targets = list(self._watches.get(job_id, ()))
         for w in targets:
-            w.notify()
+            w.notify(state)
 
     def _listen(self) -> None:
         while not self._stop.is_set():
@@ -110,7 +112,8 @@ class JobEvents:
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         data = message["data"]
-                        self._wake(data.decode() if isinstance(data, bytes) else str(data))
+                        job_id, _, state = (data.decode() if isinstance(data, bytes) else str(data)).partition(" ")
+                        self._wake(job_id, state)
             except (redis.RedisError, OSError) as exc:
                 self.connected.clear()
                 log.warning("job events: subscription lost (%s); reconnecting", exc)

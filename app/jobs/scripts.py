@@ -7,8 +7,12 @@ job's keys (passed as the remaining KEYS).
 
 from app.keys import JOB_EVENTS
 
-# Run right after a script bumps a job's version: wakes the job's watchers (app.jobs.events).
-_PUBLISH = f"redis.call('PUBLISH', '{JOB_EVENTS}', redis.call('HGET', KEYS[1], 'id'))"
+# Run right after a script bumps a job's version: wakes the job's watchers (app.jobs.events) with
+# '<job id> <state>', so a watcher learns that the job ended without a read of its own.
+_PUBLISH = (
+    f"redis.call('PUBLISH', '{JOB_EVENTS}', "
+    "redis.call('HGET', KEYS[1], 'id') .. ' ' .. (redis.call('HGET', KEYS[1], 'state') or ''))"
+)
 
 # The specs of the tasks StartJob named travel in the job's dispatch list (entries '<host>/<id>\\1<spec>')
 # and reach the tasks hash as each chunk is published (app/jobs/dispatch_scripts.py), so CREATE costs

@@ -337,10 +337,6 @@ class JobStore(HostStore, FieldStore, DispatchStore, RunningStore):
         )
         return bool(out)
 
-    def job_state(self, job_id: str) -> str:
-        """The job's state alone ('' when it is gone): one small read, for watchers that wait."""
-        return str(self._r.hget(keys.job(job_id), "state") or "")
-
     def touch(self, job_id: str, now: float | None = None) -> str:
         return str(self._touch(keys=[keys.job(job_id)], args=[repr(time.time() if now is None else now)]))
 
