@@ -64,8 +64,12 @@ lint: install
 	$(BIN)/ruff check app workers tests scripts
 	$(BIN)/mypy
 
+# Test files run on TEST_WORKERS processes (pytest-xdist), each file whole on one worker (its
+# module fixtures are made once); TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+
 test: lint js-deps spark-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 unit: install
 	$(BIN)/pytest -q -m "not integration"
