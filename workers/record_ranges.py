@@ -17,7 +17,8 @@ Where text files are cut:
 
 The file is scanned with block reads (bounded memory; no memory map, whose pages would count as the
 process's resident memory and which a file truncated meanwhile would turn into a crash): memchr-fast
-for a file without quotes, numpy-vectorised for one with quotes.
+for a file without quotes, numpy-vectorised for one with quotes (whose blocks' edge checks run on
+several threads: the parity before each block comes from counting, which is cheap).
 
 :func:`open_bytes` opens a file or a span as a bounded stream for pyarrow's readers, working around
 a pyarrow bug that corrupts quoted CRLFs.
@@ -27,8 +28,11 @@ from __future__ import annotations
 
 import bisect
 import io
+import os
 import pathlib
 import sys
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +46,7 @@ FORMATS = ("csv", "jsonl", "parquet")
 SLACK = 1.5  # a file up to SLACK * target_bytes is read whole
 _BLOCK = 256 << 10  # bytes per read and numpy step: cache-sized (measured fastest); bounds memory
 _WINDOW = 64 << 10  # bytes searched at once for a record-ending newline
+_SCAN_THREADS = 4  # at most: the edge checks of a quoted CSV's blocks run on the host's cores
 _NO_QUOTES = np.empty(0, dtype=np.int64)
 _QUOTE, _NEWLINE = ord('"'), ord("\n")
 _EDGE = np.zeros(256, dtype=bool)  # bytes that may sit next to a quote at a field edge
@@ -136,7 +141,13 @@ def _newline_cuts(f: io.FileIO, size: int, ideals: list[int]) -> list[int]:
 
 
 def _csv_cuts(f: io.FileIO, size: int, ideals: list[int]) -> list[int] | None:
-    """Record starts at or after each ideal offset; None if the quoting is ambiguous."""
+    """Record starts at or after each ideal offset; None if the quoting is ambiguous.
+
+    This thread reads the blocks in order, counts their quotes (the parity before each block) and
+    places the cuts; the edge check of each block's quotes, the costly part, runs on a pool of
+    threads (numpy releases the interpreter) given the parity before that block.
+    """
+    fd = f.fileno()
     buf = bytearray(_BLOCK + 2)
     cuts: list[int] = []
     pending = iter(ideals)
@@ -144,34 +155,55 @@ def _csv_cuts(f: io.FileIO, size: int, ideals: list[int]) -> list[int] | None:
     quotes_before = 0  # number of quotes before this block
     _read_at(f, 0, memoryview(buf)[:3])
     head = 3 if buf.startswith(b"\xef\xbb\xbf") else 0  # the first field starts after a byte order mark
-    for start in range(0, size, _BLOCK):
-        stop = min(size, start + _BLOCK)
-        lo, hi = max(start - 1, 0), min(stop + 1, size)  # and a byte either side: neighbours of quotes
-        if _read_at(f, lo, memoryview(buf)[: hi - lo]) < hi - lo:
-            raise OSError("the file shrank while it was being planned")
-        first = head - lo if start <= head < stop else -1  # the first field's index in data, if there
-        data = np.frombuffer(buf, dtype=np.uint8, count=hi - lo)  # offset lo in the file
-        begin, end = start - lo, stop - lo
-        quotes = _NO_QUOTES
-        if buf.find(b'"', begin, end) >= 0:
-            quotes = np.flatnonzero(data[begin:end] == _QUOTE) + begin
-            if not _quotes_at_edges(data, quotes, quotes_before, first):
-                return None
-        while want is not None and want - 1 < stop:
-            cut = _record_start(data, quotes, quotes_before, max(want - 1, start) - lo, end)
-            if cut is None:
-                break  # no record boundary in the rest of this block: keep looking in the next
-            if cut + lo >= size:
-                want = None
-                break
-            cuts.append(cut + lo)
-            want = next(pending, None)
-            if want is not None:
-                want = max(want, cut + lo + 1)
-        quotes_before += len(quotes)
-        if want is None:
-            break  # every cut is placed: the parity behind them is all that decides them
-    return cuts
+    pool = ThreadPoolExecutor(max(1, min(_SCAN_THREADS, os.cpu_count() or 1)), thread_name_prefix="floe-scan")
+    checks: deque[Future[bool]] = deque()
+    try:
+        for start in range(0, size, _BLOCK):
+            stop = min(size, start + _BLOCK)
+            lo, hi = max(start - 1, 0), min(stop + 1, size)  # and a byte either side: neighbours of quotes
+            if _read_at(f, lo, memoryview(buf)[: hi - lo]) < hi - lo:
+                raise OSError("the file shrank while it was being planned")
+            data = np.frombuffer(buf, dtype=np.uint8, count=hi - lo)  # offset lo in the file
+            begin, end = start - lo, stop - lo
+            count, quotes = 0, _NO_QUOTES
+            if buf.find(b'"', begin, end) >= 0:
+                checks.append(pool.submit(_block_ok, fd, start, size, head, quotes_before))
+                count = int(np.count_nonzero(data[begin:end] == _QUOTE))
+            while want is not None and want - 1 < stop:
+                if count and not len(quotes):
+                    quotes = np.flatnonzero(data[begin:end] == _QUOTE) + begin
+                cut = _record_start(data, quotes, quotes_before, max(want - 1, start) - lo, end)
+                if cut is None:
+                    break  # no record boundary in the rest of this block: keep looking in the next
+                if cut + lo >= size:
+                    want = None
+                    break
+                cuts.append(cut + lo)
+                want = next(pending, None)
+                if want is not None:
+                    want = max(want, cut + lo + 1)
+            quotes_before += count
+            while checks and checks[0].done():  # fail fast on an ambiguous block
+                if not checks.popleft().result():
+                    return None
+            if want is None:
+                break  # every cut is placed: the parity behind them is all that decides them
+        return cuts if all(check.result() for check in checks) else None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _block_ok(fd: int, start: int, size: int, head: int, quotes_before: int) -> bool:
+    """Whether the quotes of the block at ``start`` sit at field edges, given the quotes before it."""
+    stop = min(size, start + _BLOCK)
+    lo, hi = max(start - 1, 0), min(stop + 1, size)
+    raw = os.pread(fd, hi - lo, lo)
+    if len(raw) < hi - lo:
+        raise OSError("the file shrank while it was being planned")
+    data = np.frombuffer(raw, dtype=np.uint8)
+    quotes = np.flatnonzero(data[start - lo : stop - lo] == _QUOTE) + (start - lo)
+    first = head - lo if start <= head < stop else -1  # the first field's index in data, if there
+    return _quotes_at_edges(data, quotes, quotes_before, first)
 
 
 def _quotes_at_edges(
