@@ -52,6 +52,12 @@ PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
         ({"tasks": [{"task_id": "a", "host": "h/1"}]}, INVALID, r"tasks\[0\]\.host='h/1' is not a valid id"),
         ({"tasks": [{"task_id": "a"}], "expected_manifest_count": 3}, INVALID, r"but 1 tasks were given"),
         ({"snapshot_properties": {"added-records": "5"}}, INVALID, r"'added-records' is reserved"),
+        # a message quoting a 1 MiB value is cut (status details travel in metadata, capped at 16 KiB)
+        (
+            {"snapshot_properties": {"": "x" * (1 << 20)}},
+            INVALID,
+            r"^summary property ''='x+\.\.\. \(message cut: 1,048,6\d\d characters in all\)$",
+        ),
         (
             {"table": {"namespace": "demo", "table": "explode"}},
             grpc.StatusCode.INTERNAL,

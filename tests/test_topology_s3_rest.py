@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -93,6 +94,20 @@ def test_object_store_killed_and_restarted_keeps_its_data(
     table = seaweedfs.catalog().load_table(s3_rest_catalog.identifier("events"))
     assert read_ids(table) == list(range(150))
     assert_all_on_s3(seaweedfs, table)
+
+
+def test_a_first_start_whose_picked_port_was_taken_meanwhile_picks_new_ports(tmp_path: Path) -> None:
+    server = SeaweedFS(tmp_path / "seaweedfs")
+    taken = server.ports["admin"]
+    with socket.socket() as squatter:  # another process took a port between picking and binding
+        squatter.bind((server.host, taken))
+        squatter.listen()
+        try:
+            server.start()
+            assert server.alive and server.ports["admin"] != taken
+            assert "Port allocation failed" in server.log()  # the first attempt met the taken port
+        finally:
+            server.close()
 
 
 def test_env_describes_the_catalog_for_floe_processes(seaweedfs: SeaweedFS) -> None:

@@ -13,11 +13,21 @@ import grpc
 from app.errors import FloeError
 
 log = logging.getLogger("floe.grpc")
+# A status message travels in trailing metadata, which gRPC clients refuse beyond 16 KiB in all (the
+# call then fails RESOURCE_EXHAUSTED instead): a message quoting a huge field is cut well below that.
+MAX_DETAILS_CHARS = 4096
+
+
+def details(message: str) -> str:
+    """``message``, cut to :data:`MAX_DETAILS_CHARS` characters (saying so) when longer."""
+    if len(message) <= MAX_DETAILS_CHARS:
+        return message
+    return f"{message[: MAX_DETAILS_CHARS - 60]}... (message cut: {len(message):,} characters in all)"
 
 
 def _abort_for(exc: BaseException, context: grpc.ServicerContext, method: str) -> None:
     if isinstance(exc, FloeError):
-        context.abort(grpc.StatusCode[exc.grpc_code], exc.message)
+        context.abort(grpc.StatusCode[exc.grpc_code], details(exc.message))
     ref = uuid.uuid4().hex[:12]
     log.error("unexpected error in %s (ref %s)", method, ref, exc_info=exc)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); the server log has the details")

@@ -56,6 +56,8 @@ PORT_NAMES = (
     "admin",
     "admin_grpc",
 )
+PORT_ATTEMPTS = 3  # first starts that find a picked port taken (see SeaweedFS.start)
+_PORT_TAKEN = re.compile(r"Port allocation failed|address already in use", re.IGNORECASE)
 
 
 class SeaweedFSError(RuntimeError):
@@ -253,7 +255,24 @@ class SeaweedFS:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def start(self, timeout: float = 30.0) -> SeaweedFS:
-        """Start ``weed mini`` and wait until S3 and the REST catalog both answer, signed and authorized."""
+        """Start ``weed mini`` and wait until S3 and the REST catalog both answer, signed and authorized.
+
+        A first start that finds one of its ports taken (picked free, then taken by another process
+        before weed bound it: parallel test workers start services all the time) picks new ports and
+        tries again; a restart keeps its ports (clients know them).
+        """
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                return self._start(timeout)
+            except SeaweedFSError as exc:
+                if self.startup_seconds is not None or not _PORT_TAKEN.search(str(exc)):
+                    raise
+                if attempt + 1 == PORT_ATTEMPTS:
+                    raise
+                self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES), self.host), strict=True))
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> SeaweedFS:
         if self.alive:
             raise SeaweedFSError("SeaweedFS is already running")
         self.socket_dir.mkdir(exist_ok=True)
