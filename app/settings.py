@@ -62,7 +62,7 @@ class Settings:
     worker_concurrency: int  # 0 = one Celery process per core
     write_buffer_bytes: int
     plan_min_task_bytes: int  # a host's planner makes no task smaller than this (unless it is all)
-    arrow_memory_pool: str | None  # ARROW_DEFAULT_MEMORY_POOL; None = Floe picks (workers.datafiles)
+    arrow_memory_pool: str | None  # ARROW_DEFAULT_MEMORY_POOL; None = Floe picks jemalloc
     log_format: str  # json | text
     log_level: str
     security: TransportSecurity

@@ -35,9 +35,9 @@ def main(argv: list[str]) -> int:
     if mode == "worker":
         from app.iceberg import begin_distributed_snapshot
         from workers.conversion import write_task_manifest
-        from workers.datafiles import use_worker_memory_pool
+        from workers.datafiles import use_jemalloc_unless_configured
 
-        use_worker_memory_pool(None)  # what a worker process does when it starts
+        use_jemalloc_unless_configured(None)  # what a worker process does when it starts
     else:
         import pyarrow as pa
         import pyarrow.csv as pacsv

@@ -133,8 +133,8 @@ def _convert_in_own_process(tmp_path: Path, source: Path) -> dict[str, float]:
         from app.iceberg import begin_distributed_snapshot
         from tests.support.tables import make_table
         from workers.conversion import write_task_manifest
-        from workers.datafiles import use_worker_memory_pool
-        use_worker_memory_pool(None)  # what a worker process does when it starts
+        from workers.datafiles import use_jemalloc_unless_configured
+        use_jemalloc_unless_configured(None)  # what a worker process does when it starts
         cat = SqlCatalog("c", uri="sqlite:///{source}.db", warehouse="file://{tmp_path}/wh-{source.stem}")
         cat.create_namespace("ns")
         table = make_table(cat, "ns.t", partitioned=True)

@@ -279,18 +279,10 @@ class DataFileWriter:
         )
 
 
-# From this pyarrow on, its default pool (mimalloc) peaks lower than jemalloc and converts faster:
-# the 2 GB bench CSV peaked at 446-450 MiB against 477-515 MiB, a 150 MB span converted in 0.82-0.88 s
-# against 0.96-0.97 s (pyarrow 25.0.1, this machine). With older ones mimalloc's RSS crept up with the
-# source size (measured on 21), so those keep jemalloc.
-MIMALLOC_FROM_PYARROW = 25
-
-
-def use_worker_memory_pool(configured_pool: str | None) -> None:
-    """The Arrow memory pool of a worker process, unless ``ARROW_DEFAULT_MEMORY_POOL`` chose one:
-    pyarrow's default from :data:`MIMALLOC_FROM_PYARROW` on, jemalloc before. Called once when a
-    worker process starts."""
-    if configured_pool or int(pa.__version__.split(".")[0]) >= MIMALLOC_FROM_PYARROW:
+def use_jemalloc_unless_configured(configured_pool: str | None) -> None:
+    """Prefer Arrow's jemalloc pool (with mimalloc, RSS creeps up with the source size, measured),
+    unless ``ARROW_DEFAULT_MEMORY_POOL`` chose one. Called once when a worker process starts."""
+    if configured_pool:
         return
     with contextlib.suppress(NotImplementedError, pa.ArrowException):  # a build without jemalloc
         pa.set_memory_pool(pa.jemalloc_memory_pool())

@@ -33,7 +33,7 @@ from app.errors import CommitInProgress, FailedPrecondition, PermanentError, Ret
 from app.logs import configure_logging, current_job_id
 from app.runtime import get_service
 from app.settings import get_settings
-from workers.datafiles import use_worker_memory_pool
+from workers.datafiles import use_jemalloc_unless_configured
 from workers.heartbeat import Heartbeat
 from workers.planning import host_processes, run_plan
 from workers.task_events import BatchedTaskEvents, FloeRequest
@@ -65,7 +65,7 @@ def _at_worker_start(sender: Any = None, **_kwargs: Any) -> None:
     """Choose the memory pool; report the host's concurrency (planning balances over it)."""
     global _processes
     settings = get_settings()
-    use_worker_memory_pool(settings.arrow_memory_pool)
+    use_jemalloc_unless_configured(settings.arrow_memory_pool)
     _processes = int(getattr(sender, "concurrency", 0) or 0)
     if sender is not None:
         sender.app.steps["consumer"].add(BatchedTaskEvents)  # workers/task_events.py
@@ -98,7 +98,7 @@ def _stop_heartbeat(**_kwargs: Any) -> None:
 @worker_process_init.connect
 def _warm_up(**_kwargs: Any) -> None:
     """Connect to Redis and the catalog in each pool process before the first task arrives."""
-    use_worker_memory_pool(get_settings().arrow_memory_pool)
+    use_jemalloc_unless_configured(get_settings().arrow_memory_pool)
     try:
         from app.catalog import get_catalog
 
