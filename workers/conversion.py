@@ -14,7 +14,7 @@ from pyiceberg.table import Table
 from app.errors import FailedPrecondition
 from app.formats import SourceFormat, is_supported, source_format
 from app.iceberg import DistributedSnapshot, ManifestDescriptor, check_writable
-from app.iceberg.descriptor import PartitionMetrics
+from app.iceberg.descriptor import partition_metrics
 from app.iceberg.files import delete_quietly
 from app.iceberg.schema_evolution import FieldReserver, LocalFieldIds, SchemaMode
 from app.settings import DEFAULT_WRITE_BUFFER_BYTES
@@ -189,14 +189,7 @@ def write_task_manifest(
         for path in {*writer.abort(), *written}:
             delete_quietly(table.io, [path])
         raise
-    metrics: dict[str, PartitionMetrics] = {}
-    if not spec.is_unpartitioned():
-        for d in data_files:
-            key = spec.partition_to_path(d.partition, schema)
-            prev = metrics.get(key, PartitionMetrics(0, 0, 0))
-            metrics[key] = PartitionMetrics(
-                prev.files + 1, prev.records + d.record_count, prev.bytes + d.file_size_in_bytes
-            )
+    metrics = partition_metrics(spec, schema, data_files)
     return ManifestDescriptor.from_manifest(
         task_id=task_id,
         commit_uuid=snapshot.commit_uuid,

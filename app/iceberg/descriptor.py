@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pyiceberg.manifest import UNASSIGNED_SEQ, ManifestContent, ManifestFile, PartitionFieldSummary
+from pyiceberg.manifest import UNASSIGNED_SEQ, DataFile, ManifestContent, ManifestFile, PartitionFieldSummary
+from pyiceberg.partitioning import PartitionSpec
+from pyiceberg.schema import Schema
 
 from app.errors import InvalidArgument
 from app.iceberg.schema_change import SchemaChange
@@ -58,6 +61,18 @@ class PartitionMetrics:
     files: int
     records: int
     bytes: int
+
+
+def partition_metrics(spec: PartitionSpec, schema: Schema, data_files: Iterable[DataFile]) -> dict[str, PartitionMetrics]:
+    """The files, records and bytes ``data_files`` add per partition path (empty when unpartitioned)."""
+    metrics: dict[str, PartitionMetrics] = {}
+    if spec.is_unpartitioned():
+        return metrics
+    for d in data_files:
+        key = spec.partition_to_path(d.partition, schema)
+        prev = metrics.get(key, PartitionMetrics(0, 0, 0))
+        metrics[key] = PartitionMetrics(prev.files + 1, prev.records + d.record_count, prev.bytes + d.file_size_in_bytes)
+    return metrics
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.utils.concurrent import ExecutorFactory
 
-from app.iceberg.descriptor import ManifestDescriptor, PartitionMetrics
+from app.iceberg.descriptor import ManifestDescriptor, partition_metrics
 from app.iceberg.files import delete_quietly
 from app.iceberg.manifest_reader import read_entries
 from app.iceberg.schema_change import index_fields
@@ -122,14 +122,7 @@ def _rewrite_manifest(
                     data_file=d,
                 )
             )
-    metrics: dict[str, PartitionMetrics] = {}
-    if not spec.is_unpartitioned():
-        for d in files:
-            key = spec.partition_to_path(d.partition, schema)
-            prev = metrics.get(key, PartitionMetrics(0, 0, 0))
-            metrics[key] = PartitionMetrics(
-                prev.files + 1, prev.records + d.record_count, prev.bytes + d.file_size_in_bytes
-            )
+    metrics = partition_metrics(spec, schema, files)
     return ManifestDescriptor.from_manifest(
         task_id=m.task_id,
         commit_uuid=m.commit_uuid,
