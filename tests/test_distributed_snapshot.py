@@ -44,10 +44,13 @@ def run_task_process(
         )
 
 
-def collect(proc: subprocess.Popen[str]) -> ManifestDescriptor:
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    return ManifestDescriptor.from_dict(json.loads(out))
+def collect(procs: list[subprocess.Popen[str]]) -> list[ManifestDescriptor]:
+    """Every process's manifest description; all are waited for (and their pipes closed) before any
+    failure is reported, so a failed one leaves no process or open pipe behind for later tests."""
+    finished = [(proc, *proc.communicate(timeout=120)) for proc in procs]
+    for proc, _, err in finished:
+        assert proc.returncode == 0, err
+    return [ManifestDescriptor.from_dict(json.loads(out)) for _, out, _ in finished]
 
 
 def data_file_entries(table: Table, snapshot_id: int) -> list:
@@ -90,7 +93,7 @@ def test_three_processes_write_one_snapshot(
     snapshot = begin_distributed_snapshot(table)
     # When three OS processes each write one task's manifest and one commit follows
     procs = [run_task_process(catalog, ident, snapshot, paths, task) for task, paths in sources.items()]
-    manifests = [collect(p) for p in procs]
+    manifests = collect(procs)
     committed = commit_distributed_snapshot(table, snapshot, manifests, {"floe.job-id": "job-1"}).snapshot_id
     # Then every row is there once, in one new snapshot whose summary totals are exact
     table = catalog.catalog.load_table(ident)

@@ -194,7 +194,10 @@ def _csv_cuts(f: io.FileIO, size: int, ideals: list[int]) -> list[int] | None:
 
 
 def _block_ok(fd: int, start: int, size: int, head: int, quotes_before: int) -> bool:
-    """Whether the quotes of the block at ``start`` sit at field edges, given the quotes before it."""
+    """Whether the quotes of the block at ``start`` sit at field edges, given the quotes before it.
+
+    The block is read again here (from the page cache) rather than handed over as a copy: measured
+    faster (fresh 256 KiB buffers in the reading thread cost more), and nothing queued holds data."""
     stop = min(size, start + _BLOCK)
     lo, hi = max(start - 1, 0), min(stop + 1, size)
     raw = os.pread(fd, hi - lo, lo)

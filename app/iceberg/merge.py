@@ -69,7 +69,8 @@ def merge_manifests(
     if not policy.enabled or not new:
         return MergeResult(new + existing)
     result = MergeResult([])
-    new = _join_new(table, io, snapshot_id, new, policy, name_prefix, schema, result)
+    bins = _Bins(table, io, snapshot_id, name_prefix, schema, result.written)
+    new = _join_new(new, policy, bins)
     all_manifests = new + existing
     data = [m for m in all_manifests if m.content == ManifestContent.DATA]
     deletes = [m for m in all_manifests if m.content != ManifestContent.DATA]
@@ -78,34 +79,38 @@ def merge_manifests(
     for manifest in data:
         groups[manifest.partition_spec_id].append(manifest)
     for spec_id in reversed(list(groups)):
-        packer: ListPacker[ManifestFile] = ListPacker(
-            target_weight=policy.target_size_bytes, lookback=1, largest_bin_first=False
-        )
-        for manifest_bin in packer.pack_end(groups[spec_id], lambda m: m.manifest_length):
+        for manifest_bin in _packer(policy).pack_end(groups[spec_id], lambda m: m.manifest_length):
             if len(manifest_bin) == 1 or (first in manifest_bin and len(manifest_bin) < policy.min_count):
                 result.manifests.extend(manifest_bin)
-                continue
-            path = table.location_provider().new_metadata_location(
-                f"{name_prefix}-{len(result.written)}.avro"
-            )
-            result.manifests.append(_merge_bin(table, io, snapshot_id, spec_id, manifest_bin, path, schema))
-            result.written.append(path)
+            else:
+                result.manifests.append(bins.merge(spec_id, manifest_bin))
     result.manifests.extend(deletes)
     return result
 
 
-def _join_new(
-    table: Table,
-    io: FileIO,
-    snapshot_id: int,
-    new: list[ManifestFile],
-    policy: MergePolicy,
-    name_prefix: str,
-    schema: Schema,
-    result: MergeResult,
-) -> list[ManifestFile]:
-    """The job's new manifests joined into one per spec (rolling at the target size); what it wrote
-    is added to ``result.written``."""
+@dataclass
+class _Bins:
+    """Writes merged manifests named ``<name_prefix>-<n>.avro``, listing each in ``written``."""
+
+    table: Table
+    io: FileIO
+    snapshot_id: int
+    name_prefix: str
+    schema: Schema
+    written: list[str]
+
+    def merge(self, spec_id: int, manifests: list[ManifestFile]) -> ManifestFile:
+        path = self.table.location_provider().new_metadata_location(f"{self.name_prefix}-{len(self.written)}.avro")
+        self.written.append(path)  # listed before it is written: an attempt that fails deletes it
+        return _merge_bin(self.table, self.io, self.snapshot_id, spec_id, manifests, path, self.schema)
+
+
+def _packer(policy: MergePolicy) -> ListPacker[ManifestFile]:
+    return ListPacker(target_weight=policy.target_size_bytes, lookback=1, largest_bin_first=False)
+
+
+def _join_new(new: list[ManifestFile], policy: MergePolicy, bins: _Bins) -> list[ManifestFile]:
+    """The job's new manifests joined into one per spec (rolling at the target size)."""
     groups: dict[int, list[ManifestFile]] = defaultdict(list)
     others: list[ManifestFile] = []
     for manifest in new:
@@ -115,16 +120,8 @@ def _join_new(
             others.append(manifest)
     joined: list[ManifestFile] = []
     for spec_id, manifests in groups.items():
-        packer: ListPacker[ManifestFile] = ListPacker(
-            target_weight=policy.target_size_bytes, lookback=1, largest_bin_first=False
-        )
-        for manifest_bin in packer.pack(manifests, lambda m: m.manifest_length):
-            if len(manifest_bin) == 1:
-                joined.extend(manifest_bin)
-                continue
-            path = table.location_provider().new_metadata_location(f"{name_prefix}-{len(result.written)}.avro")
-            joined.append(_merge_bin(table, io, snapshot_id, spec_id, manifest_bin, path, schema))
-            result.written.append(path)
+        for manifest_bin in _packer(policy).pack(manifests, lambda m: m.manifest_length):
+            joined.append(manifest_bin[0] if len(manifest_bin) == 1 else bins.merge(spec_id, manifest_bin))
     return joined + others
 
 

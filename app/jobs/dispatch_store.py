@@ -13,6 +13,7 @@ from typing import Any
 
 from app import keys
 from app.jobs import dispatch_scripts
+from app.jobs.lazy_scripts import lazy_script
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,9 @@ class DispatchBatch:
 
 class DispatchStore:
     _r: Any  # the store's Redis client (made by JobStore)
-    _dispatch_scripts: dict[str, Any]
 
     def _dispatch_script(self, name: str) -> Any:
-        scripts = self.__dict__.setdefault("_dispatch_scripts", {})
-        if name not in scripts:
-            scripts[name] = self._r.register_script(getattr(dispatch_scripts, name))
-        return scripts[name]
+        return lazy_script(self, dispatch_scripts, name)
 
     def new_dispatch_token(self) -> str:
         return uuid.uuid4().hex

@@ -12,6 +12,7 @@ from typing import Any
 
 from app import keys
 from app.jobs import scripts
+from app.jobs.lazy_scripts import lazy_script
 from app.jobs.model import Job, TaskSpec
 
 
@@ -22,13 +23,9 @@ def pairs(flat: list[str]) -> dict[str, str]:
 
 class RunningStore:
     _r: Any  # the store's Redis client (made by JobStore)
-    _running_scripts: dict[str, Any]
 
     def _running_script(self, name: str) -> Any:
-        registered = self.__dict__.setdefault("_running_scripts", {})
-        if name not in registered:
-            registered[name] = self._r.register_script(getattr(scripts, name))
-        return registered[name]
+        return lazy_script(self, scripts, name)
 
     def task_context(self, job_id: str, task_id: str) -> tuple[Job | None, str | None, TaskSpec | None]:
         """A worker starts a task: the job, the task's recorded manifest and the task's spec, in one round
