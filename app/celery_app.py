@@ -21,11 +21,13 @@ from celery import Celery
 from kombu import Producer, Queue
 from kombu.utils import json as kombu_json
 
+from app.jobs.dispatch import message_groups
 from app.jobs.dispatch_store import Message, Outgoing
 from app.settings import Settings, get_settings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 INGEST_TASK = "floe.ingest"
+INGEST_MANY_TASK = "floe.ingest_many"  # a group of one host's ingest tasks (app.jobs.dispatch.message_groups)
 COMMIT_TASK = "floe.commit_job"
 WATCHDOG_TASK = "floe.watchdog"
 AUTOCOMMIT_TASK = "floe.autocommit"
@@ -107,21 +109,27 @@ class CeleryTaskQueue:
         self._capture: tuple[int, Any, list[tuple[str, str]]] | None = None
 
     def render(self, job_id: str, entries: list[Outgoing]) -> list[Message]:
-        """Each entry as the message Celery would publish: an ingest task (args: job id, task id) on
-        its host's queue, or a host's planning task (args: job id, host). Nothing is sent here: the
-        dispatcher LPUSHes the messages together with its cursor (app/jobs/dispatch.py)."""
+        """The entries as the messages Celery would publish, grouped by :func:`message_groups`: an ingest
+        task (args: job id, task id) or a group of them (args: job id, [task ids]) on its host's queue,
+        or a host's planning task (args: job id, host). Nothing is sent here: the dispatcher LPUSHes the
+        messages together with its cursor (app/jobs/dispatch.py)."""
         out = []
         with self._render_lock:
             producer, captured = self._capturing_producer()
-            for i, entry in enumerate(entries):
-                name, arg = (INGEST_TASK, entry.task_id) if entry.task_id else (PLAN_TASK, entry.host)
+            for i, group in enumerate(message_groups(entries)):
+                entry = group[0]
+                arg: str | list[str]
+                if len(group) > 1:
+                    name, arg = INGEST_MANY_TASK, [e.task_id for e in group]
+                else:
+                    name, arg = (INGEST_TASK, entry.task_id) if entry.task_id else (PLAN_TASK, entry.host)
                 result = self.celery.send_task(
                     name,
                     args=[job_id, arg],
                     queue=entry.queue,
                     producer=producer,
                     declare=[],  # nothing is sent through kombu here: no queue to declare per message
-                    argsrepr=f"[{job_id!r}, {arg!r}]",  # what Celery's saferepr makes of two ids, cheaply
+                    argsrepr=f"[{job_id!r}, {arg!r}]",  # what Celery's saferepr makes of the ids, cheaply
                     kwargsrepr="{}",
                 )
                 key, payload = captured.pop()

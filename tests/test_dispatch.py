@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from app import keys
 from app.errors import InvalidArgument
-from app.jobs.dispatch import Dispatcher
+from app.jobs.dispatch import MAX_GROUP, Dispatcher
 from app.jobs.dispatch_store import Message, Outgoing
 from app.jobs.model import JobState, TaskSpec
 from app.jobs.task_batch import TaskBatch
@@ -159,13 +159,18 @@ def test_a_finished_job_publishes_nothing_more(api: Api) -> None:
 
 
 def _task_ids(r: redis.Redis, queue: str) -> Counter[str]:
-    """The Floe task id of every Celery message waiting in ``queue`` (kombu's Redis transport format)."""
+    """The Floe task ids of every Celery message waiting in ``queue`` (kombu's Redis transport format):
+    one per ``floe.ingest`` message, a group per ``floe.ingest_many`` message."""
     ids: Counter[str] = Counter()
     for raw in r.lrange(queue, 0, -1):
         message = json.loads(raw)
         args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        assert message["headers"]["task"] == "floe.ingest"
-        ids[args[1]] += 1
+        if message["headers"]["task"] == "floe.ingest_many":
+            assert 1 < len(args[1]) <= MAX_GROUP
+            ids.update(args[1])
+        else:
+            assert message["headers"]["task"] == "floe.ingest"
+            ids[args[1]] += 1
     return ids
 
 
@@ -193,8 +198,9 @@ def test_a_coordinator_killed_while_it_publishes_10000_tasks_leaves_each_publish
         answered = time.monotonic() - started
     chunks = r.llen(keys.job_dispatch(reply.job_id))
     assert 0 < int(r.hget(keys.job(reply.job_id), "dispatched")) < chunks == 20, (published, answered)
-    before = r.llen("host-idle")
-    assert before == 500 * int(r.hget(keys.job(reply.job_id), "dispatched"))  # whole chunks, nothing else
+    queued = _task_ids(r, "host-idle")
+    assert sum(queued.values()) == 500 * int(r.hget(keys.job(reply.job_id), "dispatched"))  # whole chunks
+    assert r.llen("host-idle") == 63 * int(r.hget(keys.job(reply.job_id), "dispatched"))  # 8 tasks a message
     # When another coordinator starts, its sweep takes over once the dead one's lease has run out
     cluster.procs.remove(coordinator)
     cluster.start_coordinator("coordinator-2")
@@ -202,7 +208,7 @@ def test_a_coordinator_killed_while_it_publishes_10000_tasks_leaves_each_publish
     # Then every task was published exactly once
     ids = _task_ids(r, "host-idle")
     assert sorted(ids) == [t.task_id for t in tasks] and set(ids.values()) == {1}
-    assert r.scard(keys.job_celery_ids(reply.job_id)) == 10_000
+    assert r.scard(keys.job_celery_ids(reply.job_id)) == r.llen("host-idle") == 20 * 63
     assert reply.job_id not in r.smembers(keys.DISPATCH_PENDING)
     with cluster.client() as client:
         assert client.status(reply.job_id).tasks_total == 10_000
@@ -244,7 +250,8 @@ def test_a_coordinator_dying_mid_dispatch_loses_and_repeats_no_task(cluster: Clu
     assert state == "COMPLETED", (r.hget(keys.job(reply.job_id), "failure_reason"), cluster.logs()[-3000:])
     assert read_ids(cluster.catalog.load_table("demo.events")) == list(range(n))
     assert float(r.hget(keys.METRICS, "tasks_repeated_total") or 0) == 0  # no message ran twice
-    assert r.scard(keys.job_celery_ids(reply.job_id)) == n
+    # 250 tasks per host in each chunk of 500 (three chunks: 500, 500, 200): 7 to a message, 3 at the end
+    assert r.scard(keys.job_celery_ids(reply.job_id)) == 2 * (36 + 36 + 34)
     r.close()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -13,7 +13,7 @@ from typing import TypeVar
 import redis
 from pyiceberg.table import Table
 
-from app.errors import SourceError
+from app.errors import PermanentError, SourceError
 from app.iceberg.schema_evolution import FieldRequest, ReservedField, SchemaMode
 from app.jobs.model import OPEN_STATES, TaskSpec
 from app.jobs.service import JobService
@@ -143,3 +143,22 @@ def run_task(service: JobService, job_id: str, task_id: str, settings: Settings)
         },
     )
     return result.status
+
+
+def run_tasks(service: JobService, job_id: str, task_ids: list[str], settings: Settings) -> str:
+    """Run a group of one host's tasks (one message, app.jobs.dispatch.message_groups) one after the
+    other. A task that fails for good fails the job as it would alone (the rest then skip); any other
+    error stops the group, naming its task (``floe_task_id``) for Celery's retry of the whole group —
+    the tasks already recorded are not converted again. -> how many ended how ("3 accepted, ...")."""
+    outcomes: Counter[str] = Counter()
+    for task_id in task_ids:
+        try:
+            outcomes[run_task(service, job_id, task_id, settings)] += 1
+        except PermanentError as exc:
+            log.error("task failed: %s", exc, extra={"job_id": job_id, "task_id": task_id})
+            service.task_failed(job_id, task_id, str(exc), permanent=True)
+            outcomes["failed"] += 1
+        except Exception as exc:
+            exc.floe_task_id = task_id  # type: ignore[attr-defined]
+            raise
+    return ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items())

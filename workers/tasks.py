@@ -25,6 +25,7 @@ from app.celery_app import (
     AUTOCOMMIT_TASK,
     COMMIT_TASK,
     DEFAULT_REDIS_URL,
+    INGEST_MANY_TASK,
     INGEST_TASK,
     PLAN_TASK,
     WATCHDOG_TASK,
@@ -37,7 +38,7 @@ from workers.datafiles import use_jemalloc_unless_configured
 from workers.heartbeat import Heartbeat
 from workers.planning import host_processes, run_plan
 from workers.task_events import BatchedTaskEvents, FloeRequest
-from workers.task_runner import run_task
+from workers.task_runner import run_task, run_tasks
 
 log = logging.getLogger("floe.tasks")
 
@@ -110,7 +111,7 @@ def _warm_up(**_kwargs: Any) -> None:
 
 @task_prerun.connect
 def _enter_job(task: Task | None = None, args: Any = None, **_kwargs: Any) -> None:
-    if task is not None and task.name in (INGEST_TASK, COMMIT_TASK, PLAN_TASK) and args:
+    if task is not None and task.name in (INGEST_TASK, INGEST_MANY_TASK, COMMIT_TASK, PLAN_TASK) and args:
         current_job_id.set(str(args[0]))
 
 
@@ -162,6 +163,26 @@ class IngestTask(RetriedTask):
 @shared_task(name=INGEST_TASK, base=IngestTask, bind=True)
 def ingest(self: Task, job_id: str, task_id: str) -> str:
     return run_task(get_service(), job_id, task_id, get_settings())
+
+
+class IngestManyTask(IngestTask):
+    """A group of one host's ingest tasks: a failure or a retry is the task it happened in
+    (``floe_task_id``, set by run_tasks), or the group's first when it happened outside them."""
+
+    def on_failure(self, exc: BaseException, celery_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        super().on_failure(exc, celery_id, [args[0], _task_of(exc, args)], kwargs, einfo)
+
+    def on_retry(self, exc: BaseException, celery_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        super().on_retry(exc, celery_id, [args[0], _task_of(exc, args)], kwargs, einfo)
+
+
+def _task_of(exc: BaseException, args: Any) -> str:
+    return str(getattr(exc, "floe_task_id", "") or (args[1][0] if args[1] else ""))
+
+
+@shared_task(name=INGEST_MANY_TASK, base=IngestManyTask, bind=True)
+def ingest_many(self: Task, job_id: str, task_ids: list[str]) -> str:
+    return run_tasks(get_service(), job_id, task_ids, get_settings())
 
 
 class PlanTask(RetriedTask):

@@ -14,6 +14,12 @@ Entries appended later (AssignTasks, a host's plan) go through the same list and
 process that appended them, or by the dispatcher holding the lease: that one only gives the lease back
 when nothing is left (the release script checks, atomically).
 
+A host with many tasks in a chunk gets them several to a message (:func:`message_groups`): a message
+costs its worker's Celery consumer, the pool's task tracing, the broker and Flower about as much as a
+tiny task's own work, so a job of thousands of tiny tasks runs in up to :data:`MAX_GROUP` times fewer
+messages, while every host keeps at least :data:`GROUP_SPREAD` messages per chunk to spread over its
+processes (a group's tasks run one after the other in one process).
+
 In the coordinator the dispatcher runs in a background thread (:meth:`Dispatcher.start`), taking one
 chunk per job in turn so a job of 10,000 tasks does not hold up the jobs started after it; elsewhere
 (workers, beat, tests) :meth:`Dispatcher.hand_over` publishes before it returns.
@@ -35,6 +41,24 @@ from app.jobs.store import JobStore
 log = logging.getLogger("floe.dispatch")
 SWEEP_SECONDS = 5.0  # a background dispatcher looks for jobs left unpublished this often
 OPEN = ("PENDING", "RUNNING")
+MAX_GROUP = 8  # ingest tasks per message, at most
+GROUP_SPREAD = 32  # a host's tasks are grouped only while it keeps at least this many messages per chunk
+
+
+def message_groups(entries: list[Outgoing]) -> list[list[Outgoing]]:
+    """The chunk's entries, one list per message: a planning entry alone; a host's ingest tasks in
+    groups of ``n // GROUP_SPREAD`` (1 to :data:`MAX_GROUP`) when it has ``n`` in the chunk, in order."""
+    by_queue: dict[str, list[Outgoing]] = {}
+    out: list[list[Outgoing]] = []
+    for entry in entries:
+        if entry.task_id:
+            by_queue.setdefault(entry.host, []).append(entry)
+        else:
+            out.append([entry])
+    for tasks in by_queue.values():
+        size = max(1, min(MAX_GROUP, len(tasks) // GROUP_SPREAD))
+        out.extend(tasks[i : i + size] for i in range(0, len(tasks), size))
+    return out
 
 
 class MessageRenderer(Protocol):
