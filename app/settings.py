@@ -23,6 +23,9 @@ CATALOG_TYPES = ("rest", "sql", "hive", "glue", "dynamodb", "in-memory", "bigque
 DEFAULT_CATALOG_NAME = "default"
 WRITE_BUFFER_ENV = "FLOE_WRITE_BUFFER_BYTES"
 DEFAULT_WRITE_BUFFER_BYTES = 256 * 1024 * 1024
+# a group of one host's tasks (one Celery message) that has run this long hands its remaining tasks back
+# to the queue one message each, so tasks that turn out big spread over the host's processes
+DEFAULT_GROUP_BUDGET_MS = 1000
 DEFAULT_PLAN_MIN_TASK_BYTES = 32 * 1024 * 1024  # below this, another process costs more than it saves
 
 
@@ -61,6 +64,7 @@ class Settings:
     metrics_port: int
     worker_concurrency: int  # 0 = one Celery process per core
     write_buffer_bytes: int
+    group_budget_ms: int  # a group of tasks in one message hands the rest back as messages after this long
     plan_min_task_bytes: int  # a host's planner makes no task smaller than this (unless it is all)
     arrow_memory_pool: str | None  # ARROW_DEFAULT_MEMORY_POOL; None = Floe picks jemalloc
     log_format: str  # json | text
@@ -95,6 +99,7 @@ class Settings:
             metrics_port=_port_env(env, "FLOE_METRICS_PORT"),
             worker_concurrency=_int_env(env, "FLOE_WORKER_CONCURRENCY", 0, minimum=0),
             write_buffer_bytes=_int_env(env, WRITE_BUFFER_ENV, DEFAULT_WRITE_BUFFER_BYTES, minimum=1 << 20),
+            group_budget_ms=_int_env(env, "FLOE_GROUP_BUDGET_MS", DEFAULT_GROUP_BUDGET_MS, minimum=0),
             plan_min_task_bytes=_int_env(env, "FLOE_PLAN_MIN_TASK_BYTES", DEFAULT_PLAN_MIN_TASK_BYTES, minimum=1),
             arrow_memory_pool=env.get("ARROW_DEFAULT_MEMORY_POOL") or None,
             log_format=_choice_env(env, "FLOE_LOG_FORMAT", ("json", "text")),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.checks import check_table, drop_table
-from bench.machine import loadavg, machine, product_version
+from bench.machine import loadavg, machine, product_version, speed_probe_ms
 from bench.profiles import CONTENDERS, NAMESPACE, ROOT, WORKLOADS, MiB, Profile, log
 from bench.rounds import ContenderRounds, Results, median, ratio
 
@@ -200,11 +200,13 @@ class Bench(ContenderRounds):
         drop_table(self.catalog, f"{NAMESPACE}.overhead_base")
 
         create_table(self.catalog, f"{NAMESPACE}.overhead", False)
+        probe_before = speed_probe_ms()
         before = floe.redis_commandstats()
         cpu_before = floe.cpu_by_role()
         job = floe.run_job(NAMESPACE, "overhead", tasks)
         cpu_after = floe.cpu_by_role()
         after = floe.redis_commandstats()
+        probe_after = speed_probe_ms()
         cpu_ms = {k: (v - cpu_before.get(k, 0.0)) * 1000 / n for k, v in cpu_after.items()}
         check_table(self.catalog, f"{NAMESPACE}.overhead", 5 * n)
         drop_table(self.catalog, f"{NAMESPACE}.overhead")
@@ -227,10 +229,13 @@ class Bench(ContenderRounds):
             "redis_top_commands": dict(top),
             "cpu_ms_per_task_by_role": dict(sorted(cpu_ms.items(), key=lambda kv: -kv[1])),
             "cpu_ms_per_task": sum(cpu_ms.values()),
+            # how fast the vCPU ran just before and after (bench/machine.py): read the figures against it
+            "speed_probe_ms": [round(probe_before, 1), round(probe_after, 1)],
         }
         log(f"per-task overhead: {res['per_task_ms']:.1f} ms/task over {n} tasks ({job.seconds:.1f}s); StartJob "
             f"{res['start_job_rpc_ms']:.0f} ms ({res['coordinator_ms_per_task']:.2f} ms/task); Redis "
             f"{res['redis_calls_per_task']:.1f} calls and {res['redis_server_ms_per_task']:.2f} ms server time per task")
+        log(f"speed probe (bench/machine.py) {probe_before:.0f} / {probe_after:.0f} ms before / after the job")
         log("CPU per task by role: " + ", ".join(f"{k} {v:.2f} ms" for k, v in res["cpu_ms_per_task_by_role"].items()))
         self.details["overhead"] = res
         return res

@@ -131,6 +131,11 @@ def report(result: dict[str, Any], details: dict[str, Any], full: bool) -> str:
         f"{o.get('coordinator_ms_per_task', 0):.2f} ms/task (StartJob {o.get('start_job_rpc_ms', 0):.0f} ms); Redis "
         f"{o.get('redis_calls_per_task', 0):.1f} calls, {o.get('redis_server_ms_per_task', 0):.2f} ms server time per task"
     )
+    if o.get("speed_probe_ms"):
+        lines.append(
+            f"  speed probe {' / '.join(f'{v:.0f}' for v in o['speed_probe_ms'])} ms before / after the job "
+            "(a fixed pure-Python loop, bench/machine.py: CPU-bound figures scale with it)"
+        )
     by_role = o.get("cpu_ms_per_task_by_role", {})
     if by_role:
         lines.append(

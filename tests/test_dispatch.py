@@ -200,7 +200,7 @@ def test_a_coordinator_killed_while_it_publishes_10000_tasks_leaves_each_publish
     assert 0 < int(r.hget(keys.job(reply.job_id), "dispatched")) < chunks == 20, (published, answered)
     queued = _task_ids(r, "host-idle")
     assert sum(queued.values()) == 500 * int(r.hget(keys.job(reply.job_id), "dispatched"))  # whole chunks
-    assert r.llen("host-idle") == 63 * int(r.hget(keys.job(reply.job_id), "dispatched"))  # 8 tasks a message
+    assert r.llen("host-idle") == 32 * int(r.hget(keys.job(reply.job_id), "dispatched"))  # 16 tasks a message
     # When another coordinator starts, its sweep takes over once the dead one's lease has run out
     cluster.procs.remove(coordinator)
     cluster.start_coordinator("coordinator-2")
@@ -208,7 +208,7 @@ def test_a_coordinator_killed_while_it_publishes_10000_tasks_leaves_each_publish
     # Then every task was published exactly once
     ids = _task_ids(r, "host-idle")
     assert sorted(ids) == [t.task_id for t in tasks] and set(ids.values()) == {1}
-    assert r.scard(keys.job_celery_ids(reply.job_id)) == r.llen("host-idle") == 20 * 63
+    assert r.scard(keys.job_celery_ids(reply.job_id)) == r.llen("host-idle") == 20 * 32
     assert reply.job_id not in r.smembers(keys.DISPATCH_PENDING)
     with cluster.client() as client:
         assert client.status(reply.job_id).tasks_total == 10_000
@@ -250,8 +250,8 @@ def test_a_coordinator_dying_mid_dispatch_loses_and_repeats_no_task(cluster: Clu
     assert state == "COMPLETED", (r.hget(keys.job(reply.job_id), "failure_reason"), cluster.logs()[-3000:])
     assert read_ids(cluster.catalog.load_table("demo.events")) == list(range(n))
     assert float(r.hget(keys.METRICS, "tasks_repeated_total") or 0) == 0  # no message ran twice
-    # 250 tasks per host in each chunk of 500 (three chunks: 500, 500, 200): 7 to a message, 3 at the end
-    assert r.scard(keys.job_celery_ids(reply.job_id)) == 2 * (36 + 36 + 34)
+    # 250 tasks per host in each chunk of 500 (three chunks: 500, 500, 200): 15 to a message, 6 at the end
+    assert r.scard(keys.job_celery_ids(reply.job_id)) == 2 * (17 + 17 + 17)
     r.close()
 
 

@@ -1,8 +1,9 @@
-"""Flower still shows every task with its job id (issue 16 cut the price of task events: no task-sent or
+"""Flower still shows every task with its job id, grouped ones too (issue 16 cut the price of task events: no task-sent or
 task-started events, task events batched every 0.25 s; workers/task_events.py)."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import urllib.request
@@ -71,3 +72,28 @@ def test_flower_shows_every_task_with_its_job_id(tmp_path: Path) -> None:
         assert isinstance(ours, dict)
         shown_ids = sorted(str(t["args"]).split("'")[3] for t in ours.values())
         assert shown_ids == [t.task_id for t in tasks]  # each task once, with its job id and task id
+
+        # A job with many tasks per host sends them several to a message (floe.ingest_many): Flower shows
+        # each message with the job id and its tasks' ids, every task of the job once
+        many = []
+        for i in range(6, 6 + 70):
+            host, data_dir, _ = stack.hosts[i % 2]
+            write_csv(Path(data_dir) / f"{i}.csv", rows(i * 10, 10))
+            many.append(TaskArg(f"t{i}", host, [f"{i}.csv"]))
+        with CoordinatorClient(stack.coordinator_target, timeout=60) as client:
+            grouped = client.start_job("demo", "events", requester="flower", tasks=many)
+            status = client.wait(grouped.job_id, timeout=120)
+        assert status.state == common_pb2.COMPLETED, status.failure_reason
+
+        def shown_groups() -> list[list[str]] | None:
+            ids = []
+            for t in _flower_tasks(stack).values():
+                if grouped.job_id in str(t.get("args")) and t.get("state") == "SUCCESS":
+                    task_ids = ast.literal_eval(str(t["args"]))[1]
+                    ids.append(task_ids if t.get("name") == "floe.ingest_many" else [task_ids])
+            return ids if sum(len(g) for g in ids) == len(many) else None
+
+        groups = wait_until(shown_groups, 60, "Flower to show the grouped messages, succeeded", interval=0.5)
+        assert isinstance(groups, list)  # 35 tasks per host: 17 messages of two and one of one
+        assert sorted(len(g) for g in groups) == [1, 1] + [2] * 34
+        assert sorted(t for g in groups for t in g) == sorted(t.task_id for t in many)

@@ -11,7 +11,14 @@ import pytest
 
 from app.errors import ConfigError, InvalidArgument
 from app.jobs.validation import check_id
-from app.settings import CATALOG_TYPES, DEFAULT_WRITE_BUFFER_BYTES, Settings, get_settings, reset_settings
+from app.settings import (
+    CATALOG_TYPES,
+    DEFAULT_GROUP_BUDGET_MS,
+    DEFAULT_WRITE_BUFFER_BYTES,
+    Settings,
+    get_settings,
+    reset_settings,
+)
 from tests.support.catalogs import CatalogHandle
 from tests.support.tables import make_table
 from workers.datafiles import DataFileWriter
@@ -264,6 +271,23 @@ def test_integer_settings(tmp_path: Path) -> None:
         7200,
         1,
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("x", "FLOE_GROUP_BUDGET_MS='x' is not an integer"),
+        ("0.5", "FLOE_GROUP_BUDGET_MS='0.5' is not an integer"),
+        ("-1", "FLOE_GROUP_BUDGET_MS=-1 must be at least 0"),
+    ],
+)
+def test_bad_group_budget(tmp_path: Path, value: str, message: str) -> None:
+    refused(tmp_path, message, FLOE_GROUP_BUDGET_MS=value)
+
+
+def test_group_budget(tmp_path: Path) -> None:
+    assert settings(tmp_path).group_budget_ms == DEFAULT_GROUP_BUDGET_MS == 1000
+    assert settings(tmp_path, FLOE_GROUP_BUDGET_MS="0").group_budget_ms == 0
 
 
 # --- FLOE_WRITE_BUFFER_BYTES (the data-file writer's buffer budget) -------------------------------

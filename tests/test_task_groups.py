@@ -33,9 +33,9 @@ def test_many_tasks_of_a_host_go_several_to_a_message_in_order() -> None:
     entries.insert(10, Outgoing("1"))  # a planning entry travels alone
     groups = message_groups(entries)
     host1 = [g for g in groups if g[0].host == "1" and g[0].task_id]
-    assert [len(g) for g in host1] == [MAX_GROUP] * 62 + [4]
+    assert [len(g) for g in host1] == [MAX_GROUP] * 31 + [4]
     assert [e.task_id for g in host1 for e in g] == [f"a{i:03d}" for i in range(500)]
-    assert [len(g) for g in groups if g[0].host == "2"] == [2] * 35  # 70 // 32: two to a message
+    assert [len(g) for g in groups if g[0].host == "2"] == [4] * 17 + [2]  # 70 // 16: four to a message
     assert [[Outgoing("1")]] == [g for g in groups if not g[0].task_id]
 
 
@@ -54,7 +54,7 @@ def test_every_entry_is_in_exactly_one_message_of_its_own_queue(spec: list[tuple
 N = 2 * GROUP_SPREAD + 2  # one host, one row per task: two tasks to a message
 
 
-def _start(cluster: Cluster, table: str, partitioned: bool) -> None:
+def _start(cluster: Cluster, table: str, partitioned: bool = False) -> None:
     make_table(cluster.catalog, f"demo.{table}", partitioned=partitioned)
     for i in range(N):
         write_csv(cluster.data_dir("1") / table / f"{i}.csv", rows(i, 1))
@@ -112,3 +112,28 @@ def test_a_task_that_fails_for_good_inside_a_group_fails_the_job_naming_it(clust
     assert status.state == common_pb2.FAILED
     assert status.failure_reason.startswith("task t033 failed: ") and "33.csv" in status.failure_reason
     assert cluster.catalog.load_table("demo.events").current_snapshot() is None
+
+
+@pytest.mark.integration
+def test_a_group_past_its_budget_hands_its_other_tasks_back_one_message_each(
+    tmp_path: Path, redis_server: object
+) -> None:
+    # Given a worker whose groups may run for 0 ms: each runs its first task and hands the rest back
+    cluster = Cluster(tmp_path / "floe", redis_server.url, {"FLOE_GROUP_BUDGET_MS": "0"})  # type: ignore[attr-defined]
+    try:
+        cluster.catalog.create_namespace("demo")
+        _start(cluster, "events")
+        tasks = [TaskArg(f"t{i:03d}", "1", [f"events/{i}.csv"]) for i in range(N)]
+        with cluster.client() as client:
+            job_id = client.start_job("demo", "events", requester="t", tasks=tasks).job_id
+            status = wait_until(lambda: (s := client.status(job_id)).state in TERMINAL and s, 120, "the job")
+        # Then every task ran once, the second of each group from a message of its own
+        assert status.state == common_pb2.COMPLETED, (status.failure_reason, cluster.logs()[-3000:])
+        assert sorted(read_ids(cluster.catalog.load_table("demo.events"))) == list(range(N))
+        handed = _worker_lines(cluster, "group handed 1 tasks back")
+        assert sorted(str(line["task_id"]) for line in handed) == [f"t{i:03d}" for i in range(1, N, 2)]
+        r = redis.Redis.from_url(cluster.redis_url, decode_responses=True)
+        assert float(r.hget(keys.METRICS, "tasks_repeated_total") or 0) == 0  # nothing ran twice
+        r.close()
+    finally:
+        cluster.stop_all()

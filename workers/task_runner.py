@@ -145,13 +145,27 @@ def run_task(service: JobService, job_id: str, task_id: str, settings: Settings)
     return result.status
 
 
-def run_tasks(service: JobService, job_id: str, task_ids: list[str], settings: Settings) -> str:
+def run_tasks(
+    service: JobService,
+    job_id: str,
+    task_ids: list[str],
+    settings: Settings,
+    hand_back: Callable[[list[str]], None] | None = None,
+) -> str:
     """Run a group of one host's tasks (one message, app.jobs.dispatch.message_groups) one after the
     other. A task that fails for good fails the job as it would alone (the rest then skip); any other
     error stops the group, naming its task (``floe_task_id``) for Celery's retry of the whole group —
-    the tasks already recorded are not converted again. -> how many ended how ("3 accepted, ...")."""
+    the tasks already recorded are not converted again. Once the group has run for
+    ``settings.group_budget_ms``, the tasks not started go to ``hand_back`` (to be queued one message
+    each) instead. -> how many ended how ("3 accepted, ...")."""
     outcomes: Counter[str] = Counter()
-    for task_id in task_ids:
+    deadline = time.monotonic() + settings.group_budget_ms / 1000
+    for i, task_id in enumerate(task_ids):
+        if i and hand_back is not None and time.monotonic() >= deadline:
+            hand_back(task_ids[i:])
+            outcomes["handed back"] += len(task_ids) - i
+            log.info("group handed %d tasks back", len(task_ids) - i, extra={"job_id": job_id, "task_id": task_id})
+            break
         try:
             outcomes[run_task(service, job_id, task_id, settings)] += 1
         except PermanentError as exc:

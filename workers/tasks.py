@@ -182,7 +182,15 @@ def _task_of(exc: BaseException, args: Any) -> str:
 
 @shared_task(name=INGEST_MANY_TASK, base=IngestManyTask, bind=True)
 def ingest_many(self: Task, job_id: str, task_ids: list[str]) -> str:
-    return run_tasks(get_service(), job_id, task_ids, get_settings())
+    queue = (self.request.delivery_info or {}).get("routing_key") or "ingest"
+
+    def hand_back(rest: list[str]) -> None:
+        # Published before this message is acknowledged: a worker that dies in between leaves both,
+        # and a task that then runs twice is recorded once (first writer wins; the loser's files go).
+        for task_id in rest:
+            self.app.send_task(INGEST_TASK, args=[job_id, task_id], queue=queue)
+
+    return run_tasks(get_service(), job_id, task_ids, get_settings(), hand_back)
 
 
 class PlanTask(RetriedTask):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyiceberg.manifest import UNASSIGNED_SEQ, DataFile, ManifestContent, ManifestFile, PartitionFieldSummary
@@ -157,9 +157,24 @@ class ManifestDescriptor:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["schema_change"] = self.schema_change.to_dict()
-        return data
+        # what dataclasses.asdict gives, built directly (it deep-copies field by field: measurable per task)
+        return {
+            "task_id": self.task_id,
+            "snapshot_id": self.snapshot_id,
+            "commit_uuid": self.commit_uuid,
+            "manifest_path": self.manifest_path,
+            "manifest_length": self.manifest_length,
+            "partition_spec_id": self.partition_spec_id,
+            "added_files_count": self.added_files_count,
+            "added_rows_count": self.added_rows_count,
+            "added_bytes": self.added_bytes,
+            "partitions": [dict(p) for p in self.partitions],
+            "data_files": list(self.data_files),
+            "partition_metrics": {
+                k: {"files": m.files, "records": m.records, "bytes": m.bytes} for k, m in self.partition_metrics.items()
+            },
+            "schema_change": self.schema_change.to_dict(),
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -18,7 +18,9 @@ A host with many tasks in a chunk gets them several to a message (:func:`message
 costs its worker's Celery consumer, the pool's task tracing, the broker and Flower about as much as a
 tiny task's own work, so a job of thousands of tiny tasks runs in up to :data:`MAX_GROUP` times fewer
 messages, while every host keeps at least :data:`GROUP_SPREAD` messages per chunk to spread over its
-processes (a group's tasks run one after the other in one process).
+processes. A group's tasks run one after the other in one process; one that has run for
+``FLOE_GROUP_BUDGET_MS`` hands the tasks it has not started back to the queue, a message each
+(workers.task_runner.run_tasks), so tasks that turn out big still spread over the host's processes.
 
 In the coordinator the dispatcher runs in a background thread (:meth:`Dispatcher.start`), taking one
 chunk per job in turn so a job of 10,000 tasks does not hold up the jobs started after it; elsewhere
@@ -41,8 +43,8 @@ from app.jobs.store import JobStore
 log = logging.getLogger("floe.dispatch")
 SWEEP_SECONDS = 5.0  # a background dispatcher looks for jobs left unpublished this often
 OPEN = ("PENDING", "RUNNING")
-MAX_GROUP = 8  # ingest tasks per message, at most
-GROUP_SPREAD = 32  # a host's tasks are grouped only while it keeps at least this many messages per chunk
+MAX_GROUP = 16  # ingest tasks per message, at most
+GROUP_SPREAD = 16  # a host's tasks are grouped only while it keeps at least this many messages per chunk
 
 
 def message_groups(entries: list[Outgoing]) -> list[list[Outgoing]]:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 
 from app.iceberg import DistributedSnapshot
@@ -189,8 +190,8 @@ class Job:
         return cls(
             job_id=data["id"],
             state=JobState(data["state"]),
-            table=TableRef.from_json(data["table"]),
-            snapshot=DistributedSnapshot.from_json(data["snapshot"]),
+            table=_table(data["table"]),
+            snapshot=_snapshot(data["snapshot"]),
             requester=data.get("requester", ""),
             job_timeout_seconds=_int("timeout"),
             created_at=float(data["created_at"]),
@@ -226,6 +227,12 @@ class Job:
             "committed_snapshot_id": self.committed_snapshot_id,
             "failure_reason": self.failure_reason,
         }
+
+
+# A job's table and snapshot never change, and a worker reads its job's hash for every task: each is
+# parsed once per process (both are frozen; nothing changes a snapshot's properties once reserved).
+_table = lru_cache(maxsize=256)(TableRef.from_json)
+_snapshot = lru_cache(maxsize=256)(DistributedSnapshot.from_json)
 
 
 @dataclass(frozen=True)
