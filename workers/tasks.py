@@ -182,7 +182,7 @@ def _task_of(exc: BaseException, args: Any) -> str:
 
 @shared_task(name=INGEST_MANY_TASK, base=IngestManyTask, bind=True)
 def ingest_many(self: Task, job_id: str, task_ids: list[str]) -> str:
-    queue = (self.request.delivery_info or {}).get("routing_key") or "ingest"
+    queue = (self.request.delivery_info or {}).get("routing_key")
 
     def hand_back(rest: list[str]) -> None:
         # Published before this message is acknowledged: a worker that dies in between leaves both,
@@ -190,7 +190,9 @@ def ingest_many(self: Task, job_id: str, task_ids: list[str]) -> str:
         for task_id in rest:
             self.app.send_task(INGEST_TASK, args=[job_id, task_id], queue=queue)
 
-    return run_tasks(get_service(), job_id, task_ids, get_settings(), hand_back)
+    # the group's own queue (its host's): without it, nothing is handed back (another host's worker
+    # would not find the files)
+    return run_tasks(get_service(), job_id, task_ids, get_settings(), hand_back if queue else None)
 
 
 class PlanTask(RetriedTask):
