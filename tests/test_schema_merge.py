@@ -25,8 +25,8 @@ import app.iceberg.commit as commit_module
 from app.iceberg.schema_change import index_fields
 from app.proto_gen.api import common_pb2, coordinator_pb2
 from tests.support.api_server import Api, call_fails
+from tests.support.drift import completed, files_under, make_wide, parquet, run, start, status, table_rows
 from tests.test_outside_checks import _engine, _engine_available
-from tests.test_schema_drift import completed, files_under, make_wide, parquet, run, start, status, table_rows
 
 pytestmark = pytest.mark.integration
 

@@ -30,9 +30,9 @@ from pyiceberg.table import Table
 from app.iceberg import DistributedSnapshot, begin_distributed_snapshot, commit_distributed_snapshot
 from app.iceberg.schema_evolution import SchemaMode
 from tests.support.catalogs import CatalogHandle, postgres_unavailable, require_or_skip
+from tests.support.drift import OLD_ROW, WIDE
 from tests.support.spark import INSTALL_HINT, Rows, SparkEngine, jdbc_catalog, spark_missing
 from tests.support.tables import make_table, rows, write_csv, write_jsonl, write_parquet
-from tests.test_schema_drift import OLD_ROW, WIDE
 from workers.conversion import ManifestDescriptor, write_task_manifest
 
 pytestmark = [pytest.mark.spark, pytest.mark.postgres, pytest.mark.integration]

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.support.drift import OLD_ROW, WIDE
 from tests.support.system import Cluster
 from tests.test_cli import cluster_env, floe
 from tests.test_outside_checks import _engine, _engine_available
-from tests.test_schema_drift import OLD_ROW, WIDE
 
 pytestmark = pytest.mark.integration
 
