@@ -11,8 +11,11 @@ from pyiceberg.catalog.sql import SqlCatalog
 
 from tests.support.catalogs import PG_URI, CatalogHandle, postgres_unavailable, require_or_skip
 
-# fixtures every test module sees: the private redis-server, the API test server, SeaweedFS (S3 + REST)
-pytest_plugins = ["tests.support.redis_server", "tests.support.api_server", "tests.support.seaweedfs"]
+# fixtures every test module sees: the private redis-server, the API test server, SeaweedFS (S3 + REST),
+# a job store on that redis-server (``r``, ``store``)
+pytest_plugins = [
+    "tests.support.redis_server", "tests.support.api_server", "tests.support.seaweedfs", "tests.support.jobs",
+]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -1,10 +1,14 @@
 """Job-store builders shared by the store, events and API tests: a reserved snapshot, a manifest
-description, a job created straight through the store, and a failure recorded the same way."""
+description, a job created straight through the store, and a failure recorded the same way; and the
+fixtures ``r`` (a client of the test's redis-server, emptied) and ``store`` (a JobStore on it)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+
+import pytest
+import redis
 
 from app.iceberg import DistributedSnapshot, ManifestDescriptor
 from app.jobs.model import OPEN_STATES, JobState, NewJob, TableRef, TaskSpec
@@ -71,3 +75,23 @@ def fail(store: JobStore, job_id: str, reason: str, allowed: Iterable[JobState] 
 
 def task_spec(store: JobStore, job_id: str, task_id: str) -> TaskSpec | None:
     return store.task_context(job_id, task_id)[2]
+
+
+# --- fixtures (a plugin of tests/conftest.py): a store on the test's redis-server, emptied first ----------
+
+RETENTION = 3600
+
+
+@pytest.fixture
+def r(redis_server: object) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)  # type: ignore[attr-defined]
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def store(r: redis.Redis) -> JobStore:
+    return JobStore(r, RETENTION)
