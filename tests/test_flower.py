@@ -14,9 +14,9 @@ import pytest
 from app.client import CoordinatorClient, TaskArg
 from app.proto_gen.api import common_pb2
 from app.stack import LocalStack, free_port, free_port_block
+from tests.support.processes import stack_env
 from tests.support.system import wait_until
 from tests.support.tables import make_table, rows, write_csv
-from tests.test_stack import _stack_env
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def test_flower_shows_every_task_with_its_job_id(tmp_path: Path) -> None:
     stack = LocalStack(
         hosts=2,
         home=home,
-        env=_stack_env(home),
+        env=stack_env(home),
         coordinator_port=free_port(),
         worker_base_port=free_port_block(2),
         flower_port=free_port(),
