@@ -219,19 +219,24 @@ def check_intact(api: Api) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _call_once(fn: Callable[..., Any], request: Any, stream: bool, timeout: float) -> None:
+    """Call ``fn`` with ``request``; a stream is read for its first reply only, then cancelled."""
+    if stream:
+        call = fn(request, timeout=timeout)
+        try:
+            next(call)
+        finally:
+            call.cancel()
+    else:
+        fn(request, timeout=timeout)
+
+
 def outcome(
     fn: Callable[..., Any], request: Any, stream: bool = False, timeout: float = 30
 ) -> grpc.StatusCode:
     """Call ``fn``; the status code (OK on success). A stream is read for its first reply only."""
     try:
-        if stream:
-            call = fn(request, timeout=timeout)
-            try:
-                next(call)
-            finally:
-                call.cancel()
-        else:
-            fn(request, timeout=timeout)
+        _call_once(fn, request, stream, timeout)
     except grpc.RpcError as err:
         code, details = err.code(), err.details() or ""
         if code in BAD:
@@ -280,14 +285,7 @@ def raw_call(api: Api, method: str, payload: bytes, timeout: float = 30) -> tupl
     factory = api.channel.unary_stream if stream else api.channel.unary_unary
     fn = factory(method, request_serializer=None, response_deserializer=None)
     try:
-        if stream:
-            call = fn(payload, timeout=timeout)
-            try:
-                next(call)
-            finally:
-                call.cancel()
-        else:
-            fn(payload, timeout=timeout)
+        _call_once(fn, payload, stream, timeout)
     except grpc.RpcError as err:
         return err.code(), err.details() or ""
     return grpc.StatusCode.OK, ""
