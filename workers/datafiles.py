@@ -14,14 +14,13 @@ import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.io import FileIO, OutputFile, OutputStream
-from pyiceberg.io.fileformat import DataFileStatistics
 from pyiceberg.io.pyarrow import (
     ParquetFormatWriter,
-    data_file_statistics_from_parquet_metadata,
     parquet_path_to_id_mapping,
     schema_to_pyarrow,
 )
@@ -34,6 +33,7 @@ from pyiceberg.typedef import Record
 from app.settings import DEFAULT_WRITE_BUFFER_BYTES
 from app.values import int_property
 from workers import schema_cache
+from workers.file_statistics import serialized_statistics
 from workers.parquet_encoding import dictionary_columns
 from workers.partition_split import split_rows
 
@@ -58,20 +58,19 @@ class _ParquetWriter(ParquetFormatWriter):
             self._parquet_writer_kwargs["use_dictionary"] = dictionary_columns(table, self._leaf_paths)
         super().write(table)
 
-    def close(self) -> DataFileStatistics:
-        """pyiceberg's close, with the statistics plan and column ids made once per schema."""
-        if self._result is not None:
-            return self._result
+    def finish(self) -> dict[str, Any]:
+        """Close the file -> its statistics as ``DataFile.from_args`` takes them: pyiceberg's
+        ``close().to_serialized_dict()``, with the per-column work made once per schema
+        (workers/file_statistics.py)."""
         if self._writer is None or self._fos is None:
             raise ValueError("Cannot close a writer that was never written to")
         with self._fos:
             self._writer.close()
-            self._result = data_file_statistics_from_parquet_metadata(
-                parquet_metadata=self._writer.writer.metadata,
-                stats_columns=schema_cache.statistics_plan(self._file_schema, self._properties),
-                parquet_column_mapping=schema_cache.column_ids(self._file_schema),
-            )
-        return self._result
+        return serialized_statistics(
+            self._writer.writer.metadata,
+            schema_cache.statistics_rules(self._file_schema, self._properties),
+            schema_cache.column_ids(self._file_schema),
+        )
 
 
 @dataclass
@@ -261,7 +260,7 @@ class DataFileWriter:
     def _finish(self, part: _Partition) -> None:
         assert part.file is not None
         opened, part.file = part.file, None
-        stats = opened.writer.close()
+        stats = opened.writer.finish()
         size = len(self._io.new_input(opened.path))
         self._done.append(
             DataFile.from_args(
@@ -274,7 +273,7 @@ class DataFileWriter:
                 spec_id=self._spec.spec_id,
                 equality_ids=None,
                 key_metadata=None,
-                **stats.to_serialized_dict(),
+                **stats,
             )
         )
 

@@ -23,6 +23,8 @@ from pyiceberg.io.pyarrow import (
 )
 from pyiceberg.schema import Schema, sanitize_column_names
 
+from workers.file_statistics import ColumnRule, column_rules
+
 CACHED = 64
 T = TypeVar("T")
 _cache: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()
@@ -63,4 +65,12 @@ def statistics_plan(schema: Schema, properties: dict[str, str]) -> dict[int, Sta
     """pyiceberg.io.pyarrow.compute_statistics_plan(schema, properties), once per schema and properties."""
     return _once(
         "statistics", (schema,), tuple(sorted(properties.items())), lambda: compute_statistics_plan(schema, properties)
+    )
+
+
+def statistics_rules(schema: Schema, properties: dict[str, str]) -> dict[int, ColumnRule]:
+    """workers.file_statistics.column_rules of the statistics plan, once per schema and properties."""
+    return _once(
+        "rules", (schema,), tuple(sorted(properties.items())),
+        lambda: column_rules(statistics_plan(schema, properties)),
     )
