@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.checks import check_table, drop_table
-from bench.machine import loadavg, machine, product_version, speed_probe_ms
+from bench.machine import (
+    foreign_cores,
+    loadavg,
+    machine,
+    machine_busy_seconds,
+    product_version,
+    speed_probe_ms,
+)
 from bench.profiles import CONTENDERS, NAMESPACE, ROOT, WORKLOADS, MiB, Profile, log
 from bench.rounds import ContenderRounds, Results, median, ratio
 
@@ -203,8 +210,11 @@ class Bench(ContenderRounds):
         probe_before = speed_probe_ms()
         before = floe.redis_commandstats()
         cpu_before = floe.cpu_by_role()
+        busy_before, own_before = machine_busy_seconds(), time.process_time()
         job = floe.run_job(NAMESPACE, "overhead", tasks)
         cpu_after = floe.cpu_by_role()
+        stack_cpu = sum(cpu_after.values()) - sum(cpu_before.values())
+        others = foreign_cores(busy_before, stack_cpu + time.process_time() - own_before, job.seconds)
         after = floe.redis_commandstats()
         probe_after = speed_probe_ms()
         cpu_ms = {k: (v - cpu_before.get(k, 0.0)) * 1000 / n for k, v in cpu_after.items()}
@@ -231,11 +241,14 @@ class Bench(ContenderRounds):
             "cpu_ms_per_task": sum(cpu_ms.values()),
             # how fast the vCPU ran just before and after (bench/machine.py): read the figures against it
             "speed_probe_ms": [round(probe_before, 1), round(probe_after, 1)],
+            # cores kept busy meanwhile by neither the stack nor the bench (the kernel's writeback, others)
+            "foreign_cores": round(others, 2),
         }
         log(f"per-task overhead: {res['per_task_ms']:.1f} ms/task over {n} tasks ({job.seconds:.1f}s); StartJob "
             f"{res['start_job_rpc_ms']:.0f} ms ({res['coordinator_ms_per_task']:.2f} ms/task); Redis "
             f"{res['redis_calls_per_task']:.1f} calls and {res['redis_server_ms_per_task']:.2f} ms server time per task")
-        log(f"speed probe (bench/machine.py) {probe_before:.0f} / {probe_after:.0f} ms before / after the job")
+        log(f"speed probe (bench/machine.py) {probe_before:.0f} / {probe_after:.0f} ms before / after the job; "
+            f"{others:.2f} cores busy with other work meanwhile")
         log("CPU per task by role: " + ", ".join(f"{k} {v:.2f} ms" for k, v in res["cpu_ms_per_task_by_role"].items()))
         self.details["overhead"] = res
         return res
