@@ -106,6 +106,12 @@ def test_target_file_size_is_measured_on_written_bytes(sqlite_catalog: CatalogHa
     assert all(s >= target for s in sizes[:-1]), sizes
     assert all(s < 3 * target for s in sizes), sizes
     assert manifest.added_rows_count == 60_000
+    # the sizes the manifest records (taken from the stream, no stat) are the files' sizes on disk:
+    # readers find the Parquet footer by them
+    entries = manifest.to_manifest_file().fetch_manifest_entry(table.io, discard_deleted=False)
+    recorded = {e.data_file.file_path: e.data_file.file_size_in_bytes for e in entries}
+    assert recorded == {p: Path(p.removeprefix("file://")).stat().st_size for p in manifest.data_files}
+    assert manifest.added_bytes == sum(sizes)
 
 
 def _csv_blocks(path: Path, blocks: int) -> float:

@@ -58,15 +58,18 @@ class _ParquetWriter(ParquetFormatWriter):
             self._parquet_writer_kwargs["use_dictionary"] = dictionary_columns(table, self._leaf_paths)
         super().write(table)
 
-    def finish(self) -> dict[str, Any]:
-        """Close the file -> its statistics as ``DataFile.from_args`` takes them: pyiceberg's
-        ``close().to_serialized_dict()``, with the per-column work made once per schema
-        (workers/file_statistics.py)."""
+    def finish(self) -> tuple[int, dict[str, Any]]:
+        """Close the file -> (its size in bytes, its statistics as ``DataFile.from_args`` takes them).
+
+        The statistics are pyiceberg's ``close().to_serialized_dict()``, with the per-column work made
+        once per schema (workers/file_statistics.py). The size is what the stream wrote, footer
+        included: no stat of the file afterwards (on object storage, a request per file)."""
         if self._writer is None or self._fos is None:
             raise ValueError("Cannot close a writer that was never written to")
         with self._fos:
             self._writer.close()
-        return serialized_statistics(
+            size = self._fos.tell()
+        return size, serialized_statistics(
             self._writer.writer.metadata,
             schema_cache.statistics_rules(self._file_schema, self._properties),
             schema_cache.column_ids(self._file_schema),
@@ -260,8 +263,7 @@ class DataFileWriter:
     def _finish(self, part: _Partition) -> None:
         assert part.file is not None
         opened, part.file = part.file, None
-        stats = opened.writer.finish()
-        size = len(self._io.new_input(opened.path))
+        size, stats = opened.writer.finish()
         self._done.append(
             DataFile.from_args(
                 content=DataFileContent.DATA,
