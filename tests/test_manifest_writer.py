@@ -82,3 +82,6 @@ def test_the_prepared_writer_writes_what_pyiceberg_writes(
         assert _unsynced(table, ours.manifest_path) == _unsynced(table, path)  # byte for byte
         assert theirs.fetch_manifest_entry(table.io, discard_deleted=False) == entries
         assert _summary(ours) == _summary(theirs)
+        # the length recorded without a stat (workers/manifest_writer.py _WrittenFile) is the file's
+        on_disk = Path(ours.manifest_path.removeprefix("file://")).stat().st_size
+        assert ours.manifest_length == theirs.manifest_length == on_disk

@@ -36,7 +36,7 @@ from pyiceberg.avro.file import (
 )
 from pyiceberg.avro.resolver import construct_writer, resolve_writer
 from pyiceberg.avro.writer import Writer
-from pyiceberg.io import OutputFile
+from pyiceberg.io import InputFile, OutputFile, OutputStream
 from pyiceberg.manifest import (
     DEFAULT_READ_VERSION,
     ManifestEntry,
@@ -101,19 +101,41 @@ _lock = threading.Lock()
 _header_writer: Writer | None = None
 
 
+class _WrittenFile(OutputFile):
+    """The manifest's output file, whose length is what was written to it: pyiceberg's
+    ``to_manifest_file`` asks for it, which would otherwise stat the file (a request on object storage)."""
+
+    def __init__(self, file: OutputFile, written: bytearray) -> None:
+        super().__init__(file.location)
+        self._file = file
+        self._written = written
+
+    def __len__(self) -> int:
+        return len(self._written)
+
+    def exists(self) -> bool:
+        return self._file.exists()
+
+    def to_input_file(self) -> InputFile:
+        return self._file.to_input_file()
+
+    def create(self, overwrite: bool = False) -> OutputStream:
+        return self._file.create(overwrite)
+
+
 class _PreparedAvroOutputFile(AvroOutputFile[ManifestEntry]):
     """pyiceberg's Avro output file, given its writer and header instead of deriving them, encoded in
     memory and written when complete (nothing is written when the manifest fails)."""
 
     def __init__(self, output_file: OutputFile, prepared: _Prepared) -> None:
-        self.output_file = output_file
+        self._out = bytearray()
+        self.output_file = _WrittenFile(output_file, self._out)
         self.file_schema = prepared.file_schema
         self.schema_name = SCHEMA_NAME
         self.sync_bytes = os.urandom(SYNC_SIZE)
         self.writer = prepared.writer
         self.metadata = prepared.meta
         self._header = prepared.header
-        self._out = bytearray()
 
     def __enter__(self) -> _PreparedAvroOutputFile:
         self.encoder = _BufferEncoder(self._out)
