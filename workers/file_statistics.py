@@ -148,14 +148,15 @@ def serialized_statistics(
                 physical = statistics.physical_type
                 rule.check_physical(physical)
                 if rule.decimal_scale is not None and physical != "FIXED_LEN_BYTE_ARRAY":
-                    low = statistics.min_raw
-                    high = statistics.max_raw
-                    low = unscaled_to_decimal(low, rule.decimal_scale) if low is not None else None
-                    high = unscaled_to_decimal(high, rule.decimal_scale) if high is not None else None
-                    # pyiceberg skips a missing raw bound rather than folding None in
-                    _fold(minima, maxima, field_id, low, high, skip_none=True)
+                    # unscaled integers; pyiceberg folds nothing in for a missing raw bound
+                    low, high = statistics.min_raw, statistics.max_raw
+                    if low is not None:
+                        _fold(minima, field_id, unscaled_to_decimal(low, rule.decimal_scale), min)
+                    if high is not None:
+                        _fold(maxima, field_id, unscaled_to_decimal(high, rule.decimal_scale), max)
                 else:
-                    _fold(minima, maxima, field_id, statistics.min, statistics.max, skip_none=False)
+                    _fold(minima, field_id, statistics.min, min)
+                    _fold(maxima, field_id, statistics.max, max)
             except pyarrow.lib.ArrowNotImplementedError as e:
                 invalid.add(field_id)
                 log.warning(e)
@@ -186,18 +187,11 @@ def serialized_statistics(
     }
 
 
-def _fold(minima: dict[int, Any], maxima: dict[int, Any], field_id: int, low: Any, high: Any, skip_none: bool) -> None:
-    """pyiceberg's StatsAggregator.update_min / update_max: the first value is taken even if None;
-    after it, None is ignored. For unscaled decimals pyiceberg does not call them with None at all."""
-    if not skip_none or low is not None:
-        current = minima.get(field_id)
-        if current is None:
-            minima[field_id] = low
-        elif low is not None:
-            minima[field_id] = min(low, current)
-    if not skip_none or high is not None:
-        current = maxima.get(field_id)
-        if current is None:
-            maxima[field_id] = high
-        elif high is not None:
-            maxima[field_id] = max(high, current)
+def _fold(bounds: dict[int, Any], field_id: int, value: Any, pick: Callable[[Any, Any], Any]) -> None:
+    """pyiceberg's StatsAggregator.update_min / update_max (``pick``: min or max): the first value is
+    taken even if None; after it, None is ignored."""
+    current = bounds.get(field_id)
+    if current is None:
+        bounds[field_id] = value
+    elif value is not None:
+        bounds[field_id] = pick(value, current)
