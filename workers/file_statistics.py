@@ -27,7 +27,6 @@ from pyiceberg.utils.decimal import unscaled_to_decimal
 from pyiceberg.utils.truncate import truncate_upper_bound_binary_string, truncate_upper_bound_text_string
 
 log = logging.getLogger(__name__)
-NO_BOUND = object()  # an upper bound that truncation could not make (pyiceberg leaves it out)
 
 
 @dataclass
