@@ -58,7 +58,15 @@ SCHEMA = Schema(
     NestedField(13, "qty", IntegerType(), required=False),
     NestedField(14, "fixed", FixedType(4), required=False),
     NestedField(15, "u", UUIDType(), required=False),
-    NestedField(16, "point", StructType(NestedField(17, "x", LongType(), required=False), NestedField(18, "label", StringType(), required=False)), required=False),
+    NestedField(
+        16,
+        "point",
+        StructType(
+            NestedField(17, "x", LongType(), required=False),
+            NestedField(18, "label", StringType(), required=False),
+        ),
+        required=False,
+    ),
     NestedField(19, "tags", ListType(20, StringType(), element_required=False), required=False),
     NestedField(21, "attrs", MapType(22, StringType(), 23, LongType(), value_required=False), required=False),
 )
@@ -101,7 +109,9 @@ def _metadata(table: pa.Table, **kwargs: Any) -> pq.FileMetaData:
     return pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata
 
 
-def _both(metadata: pq.FileMetaData, properties: dict[str, str], schema: Schema = SCHEMA) -> tuple[dict[str, Any], dict[str, Any]]:
+def _both(
+    metadata: pq.FileMetaData, properties: dict[str, str], schema: Schema = SCHEMA
+) -> tuple[dict[str, Any], dict[str, Any]]:
     plan = compute_statistics_plan(schema, properties)
     ids = parquet_path_to_id_mapping(schema)
     theirs = data_file_statistics_from_parquet_metadata(metadata, plan, ids).to_serialized_dict()
@@ -115,12 +125,20 @@ PROPERTY_SETS = [
     {"write.metadata.metrics.default": "counts"},
     {"write.metadata.metrics.default": "none"},
     {"write.metadata.metrics.default": "truncate(3)"},
-    {"write.metadata.metrics.default": "truncate(1)", "write.metadata.metrics.column.id": "none",
-     "write.metadata.metrics.column.name": "full", "write.metadata.metrics.column.blob": "counts"},
+    {
+        "write.metadata.metrics.default": "truncate(1)",
+        "write.metadata.metrics.column.id": "none",
+        "write.metadata.metrics.column.name": "full",
+        "write.metadata.metrics.column.blob": "counts",
+    },
 ]
 
 
-@pytest.mark.parametrize("properties", PROPERTY_SETS, ids=lambda p: ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in p.items()) or "defaults")
+@pytest.mark.parametrize(
+    "properties",
+    PROPERTY_SETS,
+    ids=lambda p: ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in p.items()) or "defaults",
+)
 @pytest.mark.parametrize("nulls_every", [0, 4, 1])
 def test_same_statistics_as_pyiceberg(properties: dict[str, str], nulls_every: int) -> None:
     # 130 rows in row groups of 40: four row groups folded; the string maxima need truncation,
