@@ -249,6 +249,20 @@ def test_terminal_transition_sets_the_retention_on_every_job_key(
     assert store.celery_ids(job_id) == ["celery-1", "celery-2"]  # still readable until expiry
 
 
+def test_handed_back_messages_join_the_celery_ids_only_while_the_job_is_open(
+    store: JobStore, r: redis.Redis
+) -> None:
+    job_id, _ = create(store)
+    assert store.add_celery_ids(job_id, ["hb-1", "hb-2"])  # a group hands two tasks back
+    assert store.celery_ids(job_id) == ["hb-1", "hb-2"]  # a cancel revokes them with the rest
+    assert fail(store, job_id, "stop")
+    assert not store.add_celery_ids(job_id, ["hb-3"])  # a finished job takes none
+    assert store.celery_ids(job_id) == ["hb-1", "hb-2"]
+    assert 0 < r.ttl(keys.job_celery_ids(job_id)) <= RETENTION  # still expires with the job
+    assert not store.add_celery_ids("no-such-job", ["hb-4"])
+    assert not r.exists(keys.job_celery_ids("no-such-job"))
+
+
 def test_the_file_journal_never_outlives_its_job(store: JobStore, r: redis.Redis) -> None:
     # Journaled while the job is open: no expiry yet (the orphan cleanup reads it at the end).
     job_id, _ = create(store)

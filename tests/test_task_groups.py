@@ -134,6 +134,9 @@ def test_a_group_past_its_budget_hands_its_other_tasks_back_one_message_each(
         assert sorted(str(line["task_id"]) for line in handed) == [f"t{i:03d}" for i in range(1, N, 2)]
         r = redis.Redis.from_url(cluster.redis_url, decode_responses=True)
         assert float(r.hget(keys.METRICS, "tasks_repeated_total") or 0) == 0  # nothing ran twice
+        # the handed-back messages count among the job's Celery ids (a cancel revokes them): N // 2
+        # dispatched messages of two tasks, then one message for each second task
+        assert r.scard(keys.job_celery_ids(job_id)) == N // 2 + len(handed)
         r.close()
     finally:
         cluster.stop_all()

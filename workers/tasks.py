@@ -7,6 +7,7 @@ importing this module builds nothing. Task names are Floe's wire contract with q
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import redis
@@ -185,10 +186,15 @@ def ingest_many(self: Task, job_id: str, task_ids: list[str]) -> str:
     queue = (self.request.delivery_info or {}).get("routing_key")
 
     def hand_back(rest: list[str]) -> None:
+        # The messages' Celery ids join the job's before they are published, so a cancel from now on
+        # revokes them; a job no longer open takes none, and its tasks (which would skip) stay unsent.
         # Published before this message is acknowledged: a worker that dies in between leaves both,
         # and a task that then runs twice is recorded once (first writer wins; the loser's files go).
-        for task_id in rest:
-            self.app.send_task(INGEST_TASK, args=[job_id, task_id], queue=queue)
+        celery_ids = [str(uuid.uuid4()) for _ in rest]
+        if not get_service().store.add_celery_ids(job_id, celery_ids):
+            return
+        for task_id, celery_id in zip(rest, celery_ids, strict=True):
+            self.app.send_task(INGEST_TASK, args=[job_id, task_id], queue=queue, task_id=celery_id)
 
     # the group's own queue (its host's): without it, nothing is handed back (another host's worker
     # would not find the files)

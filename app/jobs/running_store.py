@@ -43,6 +43,17 @@ class RunningStore:
         spec = TaskSpec.from_json(task_id, raw) if raw is not None else None
         return Job.from_hash(pairs(data)), manifest, spec
 
+    def add_celery_ids(self, job_id: str, celery_ids: list[str]) -> bool:
+        """Count messages published for the job's tasks after its dispatch (a group's hand-back) among
+        its Celery ids, which a cancel revokes -> False, adding nothing, when the job is not open."""
+        if not celery_ids:
+            return True
+        return bool(
+            self._running_script("ADD_CELERY_IDS")(
+                keys=[keys.job(job_id), keys.job_celery_ids(job_id)], args=celery_ids
+            )
+        )
+
     def task_stopped(self, job_id: str, task_id: str) -> None:
         """The task stopped running without an outcome (it waits for a retry)."""
         self._running_script("TASK_STOPPED")(keys=[keys.job_running(job_id)], args=[task_id])

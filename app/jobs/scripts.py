@@ -242,6 +242,17 @@ end
 return state
 """
 
+# KEYS: job, celery ids.  ARGV: celery id, ...
+# A group hands its unstarted tasks back as messages of their own (workers/tasks.py ingest_many): their
+# Celery ids join the job's, so that a cancel revokes them too; only while the job is open (a finished
+# job's keys carry its retention, and its tasks would only skip). -> 1 added, 0 not open.
+ADD_CELERY_IDS = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'PENDING' and state ~= 'RUNNING' then return 0 end
+redis.call('SADD', KEYS[2], unpack(ARGV))
+return 1
+"""
+
 # KEYS: job, files.  ARGV: retention seconds, path, path, ...
 # Journals files. Once the job has finished (its hash expires), the journal expires with it; a late
 # attempt journaling after that gets the retention, so no journal outlives its job for good.
