@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -200,6 +203,21 @@ class Cluster:
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
+
+    def json_lines(self, message: str) -> list[dict[str, Any]]:
+        """The JSON log lines of every process started whose text contains ``message``."""
+        return [
+            json.loads(line)
+            for p in self.procs
+            for line in p.output().splitlines()
+            if line.startswith("{") and message in line
+        ]
+
+    def handed_back(self) -> int:
+        """How many tasks groups handed back as messages of their own (workers' "group handed N tasks
+        back" lines; each such message has a Celery id of its own)."""
+        counts = (re.search(r"handed (\d+) tasks", str(line["msg"])) for line in self.json_lines("group handed"))
+        return sum(int(m[1]) for m in counts if m)
 
     def logs(self) -> str:
         return "\n".join(f"===== {p.name}\n{p.output()[-4000:]}" for p in self.procs)
