@@ -90,3 +90,19 @@ def speed_probe_ms(repeats: int = 5) -> float:
             total += i
         best = min(best, time.process_time() - started)
     return best * 1000
+
+
+def file_create_us(directory: Path, files: int = 200) -> tuple[float, Path]:
+    """CPU microseconds per empty file created in a new folder below ``directory``: how dear creating a
+    file is there right now (a tiny task creates two). On a journal-less ext4, as on these VMs, it rises
+    several-fold for a minute or more after many deletions nearby: the inode allocator skips recently
+    freed inodes one lookup at a time (BENCHMARKS.md, stop 23). -> (the figure, the folder made, for the
+    caller to remove once the figures it explains are taken: deleting now would make creation dearer)."""
+    import tempfile
+    import time
+
+    probe = Path(tempfile.mkdtemp(prefix="create-probe-", dir=directory))
+    started = time.process_time()
+    for i in range(files):
+        os.close(os.open(probe / f"p{i}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+    return (time.process_time() - started) * 1e6 / files, probe

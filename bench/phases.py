@@ -16,6 +16,7 @@ from typing import Any
 
 from bench.checks import check_table, drop_table
 from bench.machine import (
+    file_create_us,
     foreign_cores,
     loadavg,
     machine,
@@ -208,6 +209,9 @@ class Bench(ContenderRounds):
 
         create_table(self.catalog, f"{NAMESPACE}.overhead", False)
         probe_before = speed_probe_ms()
+        # the new probe folder lands beside the table's, where its files' inodes come from
+        beside = Path(self.catalog.load_table(f"{NAMESPACE}.overhead").location().removeprefix("file://")).parent
+        create_before, probe_dir_before = file_create_us(beside)
         before = floe.redis_commandstats()
         cpu_before = floe.cpu_by_role()
         busy_before, own_before = machine_busy_seconds(), time.process_time()
@@ -217,6 +221,9 @@ class Bench(ContenderRounds):
         others = foreign_cores(busy_before, stack_cpu + time.process_time() - own_before, job.seconds)
         after = floe.redis_commandstats()
         probe_after = speed_probe_ms()
+        create_after, probe_dir_after = file_create_us(beside)
+        shutil.rmtree(probe_dir_before)
+        shutil.rmtree(probe_dir_after)
         cpu_ms = {k: (v - cpu_before.get(k, 0.0)) * 1000 / n for k, v in cpu_after.items()}
         check_table(self.catalog, f"{NAMESPACE}.overhead", 5 * n)
         drop_table(self.catalog, f"{NAMESPACE}.overhead")
@@ -243,12 +250,15 @@ class Bench(ContenderRounds):
             "speed_probe_ms": [round(probe_before, 1), round(probe_after, 1)],
             # cores kept busy meanwhile by neither the stack nor the bench (the kernel's writeback, others)
             "foreign_cores": round(others, 2),
+            # CPU µs to create an empty file beside the table, before / after (bench/machine.py)
+            "file_create_us": [round(create_before, 1), round(create_after, 1)],
         }
         log(f"per-task overhead: {res['per_task_ms']:.1f} ms/task over {n} tasks ({job.seconds:.1f}s); StartJob "
             f"{res['start_job_rpc_ms']:.0f} ms ({res['coordinator_ms_per_task']:.2f} ms/task); Redis "
             f"{res['redis_calls_per_task']:.1f} calls and {res['redis_server_ms_per_task']:.2f} ms server time per task")
         log(f"speed probe (bench/machine.py) {probe_before:.0f} / {probe_after:.0f} ms before / after the job; "
-            f"{others:.2f} cores busy with other work meanwhile")
+            f"{others:.2f} cores busy with other work meanwhile; creating a file beside the table "
+            f"{create_before:.0f} / {create_after:.0f} µs of CPU")
         log("CPU per task by role: " + ", ".join(f"{k} {v:.2f} ms" for k, v in res["cpu_ms_per_task_by_role"].items()))
         self.details["overhead"] = res
         return res

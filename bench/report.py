@@ -136,6 +136,11 @@ def report(result: dict[str, Any], details: dict[str, Any], full: bool) -> str:
             f"  speed probe {' / '.join(f'{v:.0f}' for v in o['speed_probe_ms'])} ms before / after the job "
             "(a fixed pure-Python loop, bench/machine.py: CPU-bound figures scale with it)"
         )
+    if o.get("file_create_us"):
+        lines.append(
+            f"  creating a file beside the table {' / '.join(f'{v:.0f}' for v in o['file_create_us'])} µs of CPU "
+            "before / after the job (bench/machine.py; a tiny task creates two)"
+        )
     by_role = o.get("cpu_ms_per_task_by_role", {})
     if by_role:
         lines.append(

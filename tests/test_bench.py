@@ -131,6 +131,11 @@ def test_harness_runs_every_contender_on_tiny_data(tmp_path: Path) -> None:
                 continue
             assert len(details["rounds"]["times"][workload][contender]) == 1
     assert details["overhead"]["tasks"] == 10
+    # the per-task job's context: the vCPU's speed and the price of creating a file beside the table
+    assert all(_number(v) and v > 0 for v in details["overhead"]["speed_probe_ms"]), details["overhead"]
+    assert len(details["overhead"]["file_create_us"]) == 2
+    assert all(_number(v) and v > 0 for v in details["overhead"]["file_create_us"]), details["overhead"]
+    assert not list((tmp_path / "work").rglob("create-probe-*"))  # the probe's folders are removed
     assert "floe" in done.stdout and "targets (issue 8)" in done.stdout
 
 
