@@ -62,15 +62,19 @@ def test_parquet_corrupt_data_pages_fail_mid_stream(tmp_path: Path) -> None:
     assert source_error(path, SMALL).startswith(f"{path}: cannot be read: ")
 
 
-def test_not_parquet_at_all(tmp_path: Path) -> None:
-    path = tmp_path / "a.parquet"
-    path.write_text("id,name\n1,a\n")
-    assert source_error(path, SMALL).startswith(f"{path}: cannot be read: ")
-
-
-def test_gzip_that_is_not_gzip(tmp_path: Path) -> None:
-    path = tmp_path / "a.csv.gz"
-    path.write_bytes(b"id,name\n1,a\n")
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("a.parquet", b"id,name\n1,a\n"),  # not Parquet at all
+        ("a.csv.gz", b"id,name\n1,a\n"),  # gzip that is not gzip
+        ("a.jsonl", b'{"id": 1, "name": "a"}\n{"id": 2, "name": \n'),  # a malformed JSON line
+        ("a.csv", b"id,name\n1,a\n2,b,c,d\n"),  # a CSV row with the wrong column count
+    ],
+    ids=["not-parquet", "not-gzip", "malformed-json-line", "csv-row-width"],
+)
+def test_a_file_not_in_its_format_is_refused_naming_it(tmp_path: Path, name: str, content: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
     assert source_error(path, SMALL).startswith(f"{path}: cannot be read: ")
 
 
@@ -91,18 +95,6 @@ def test_gzip_truncated(tmp_path: Path, name: str) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) * 2 // 3])
     assert source_error(path, SMALL, batch_bytes=64 << 10).startswith(f"{path}: cannot be read: ")
-
-
-def test_malformed_json_line(tmp_path: Path) -> None:
-    path = tmp_path / "a.jsonl"
-    path.write_text('{"id": 1, "name": "a"}\n{"id": 2, "name": \n')
-    assert source_error(path, SMALL).startswith(f"{path}: cannot be read: ")
-
-
-def test_csv_row_with_wrong_column_count(tmp_path: Path) -> None:
-    path = tmp_path / "a.csv"
-    path.write_text("id,name\n1,a\n2,b,c,d\n")
-    assert source_error(path, SMALL).startswith(f"{path}: cannot be read: ")
 
 
 # --- empty files and streaming -------------------------------------------------------------------

@@ -16,9 +16,14 @@ from app import keys
 from app.client import TaskArg
 from app.jobs.dispatch import GROUP_SPREAD, MAX_GROUP, message_groups
 from app.jobs.dispatch_store import Outgoing
+from app.jobs.service import JobService
+from app.jobs.store import JobStore
 from app.proto_gen.api import common_pb2
+from app.settings import Settings
+from tests.support.jobs import create, fail
 from tests.support.system import TERMINAL, Cluster, wait_until
 from tests.support.tables import make_table, read_ids, rows, write_csv
+from workers.task_runner import run_tasks
 
 
 def test_a_host_with_few_tasks_gets_one_message_per_task() -> None:
@@ -51,6 +56,27 @@ def test_every_entry_is_in_exactly_one_message_of_its_own_queue(spec: list[tuple
 # --- through real workers -------------------------------------------------------------------------
 
 N = 2 * GROUP_SPREAD + 2  # one host, one row per task: two tasks to a message
+
+
+@pytest.mark.parametrize("queued", [True, False])
+def test_a_group_past_its_budget_says_whether_it_handed_tasks_back(
+    store: JobStore, tmp_path: Path, queued: bool
+) -> None:
+    # a job that has ended (its tasks skip) and a budget of 0: the group hands back after its first task
+    job_id, _ = create(store)
+    assert fail(store, job_id, "stopped")
+    service = JobService(store, None, lambda ref: None)  # type: ignore[arg-type] - neither is reached
+    settings = Settings.from_env({"FLOE_HOME": str(tmp_path), "FLOE_GROUP_BUDGET_MS": "0"})
+    handed: list[list[str]] = []
+
+    def hand_back(rest: list[str]) -> bool:
+        handed.append(rest)
+        return queued  # False: the job was no longer open, nothing was queued
+
+    outcome = run_tasks(service, job_id, ["a", "b", "c"], settings, hand_back)
+    assert handed == [["b", "c"]]
+    left = "2 handed back" if queued else "2 skipped: job closed"
+    assert outcome == f"1 skipped: job is FAILED, {left}"
 
 
 def _start(cluster: Cluster, table: str, partitioned: bool = False) -> None:

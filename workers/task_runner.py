@@ -150,21 +150,24 @@ def run_tasks(
     job_id: str,
     task_ids: list[str],
     settings: Settings,
-    hand_back: Callable[[list[str]], None] | None = None,
+    hand_back: Callable[[list[str]], bool] | None = None,
 ) -> str:
     """Run a group of one host's tasks (one message, app.jobs.dispatch.message_groups) one after the
     other. A task that fails for good fails the job as it would alone (the rest then skip); any other
     error stops the group, naming its task (``floe_task_id``) for Celery's retry of the whole group —
     the tasks already recorded are not converted again. Once the group has run for
     ``settings.group_budget_ms``, the tasks not started go to ``hand_back`` (to be queued one message
-    each) instead. -> how many ended how ("3 accepted, ...")."""
+    each; False when the job is no longer open and nothing was queued) instead. -> how many ended how
+    ("3 accepted, ...")."""
     outcomes: Counter[str] = Counter()
     deadline = time.monotonic() + settings.group_budget_ms / 1000
     for i, task_id in enumerate(task_ids):
         if i and hand_back is not None and time.monotonic() >= deadline:
-            hand_back(task_ids[i:])
-            outcomes["handed back"] += len(task_ids) - i
-            log.info("group handed %d tasks back", len(task_ids) - i, extra={"job_id": job_id, "task_id": task_id})
+            if hand_back(task_ids[i:]):
+                outcomes["handed back"] += len(task_ids) - i
+                log.info("group handed %d tasks back", len(task_ids) - i, extra={"job_id": job_id, "task_id": task_id})
+            else:
+                outcomes["skipped: job closed"] += len(task_ids) - i
             break
         try:
             outcomes[run_task(service, job_id, task_id, settings)] += 1

@@ -185,16 +185,17 @@ def _task_of(exc: BaseException, args: Any) -> str:
 def ingest_many(self: Task, job_id: str, task_ids: list[str]) -> str:
     queue = (self.request.delivery_info or {}).get("routing_key")
 
-    def hand_back(rest: list[str]) -> None:
+    def hand_back(rest: list[str]) -> bool:
         # The messages' Celery ids join the job's before they are published, so a cancel from now on
         # revokes them; a job no longer open takes none, and its tasks (which would skip) stay unsent.
         # Published before this message is acknowledged: a worker that dies in between leaves both,
         # and a task that then runs twice is recorded once (first writer wins; the loser's files go).
         celery_ids = [str(uuid.uuid4()) for _ in rest]
         if not get_service().store.add_celery_ids(job_id, celery_ids):
-            return
+            return False
         for task_id, celery_id in zip(rest, celery_ids, strict=True):
             self.app.send_task(INGEST_TASK, args=[job_id, task_id], queue=queue, task_id=celery_id)
+        return True
 
     # the group's own queue (its host's): without it, nothing is handed back (another host's worker
     # would not find the files)

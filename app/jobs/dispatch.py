@@ -50,14 +50,14 @@ GROUP_SPREAD = 16  # a host's tasks are grouped only while it keeps at least thi
 def message_groups(entries: list[Outgoing]) -> list[list[Outgoing]]:
     """The chunk's entries, one list per message: a planning entry alone; a host's ingest tasks in
     groups of ``n // GROUP_SPREAD`` (1 to :data:`MAX_GROUP`) when it has ``n`` in the chunk, in order."""
-    by_queue: dict[str, list[Outgoing]] = {}
+    by_host: dict[str, list[Outgoing]] = {}
     out: list[list[Outgoing]] = []
     for entry in entries:
         if entry.task_id:
-            by_queue.setdefault(entry.host, []).append(entry)
+            by_host.setdefault(entry.host, []).append(entry)
         else:
             out.append([entry])
-    for tasks in by_queue.values():
+    for tasks in by_host.values():
         size = max(1, min(MAX_GROUP, len(tasks) // GROUP_SPREAD))
         out.extend(tasks[i : i + size] for i in range(0, len(tasks), size))
     return out
