@@ -106,8 +106,8 @@ class JobEvents:
             pubsub = self._store.subscribe_job_events()
             try:
                 pubsub.subscribe(keys.JOB_EVENTS)
-                self.connected.set()
                 self._wake(None)  # anything published while we were not subscribed is unknown
+                self.connected.set()  # after the wake-up: once connected, no subscription wake-up is pending
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
