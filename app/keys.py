@@ -36,6 +36,11 @@ def job_manifests(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:manifests"
 
 
+def job_manifest_headers(job_id: str) -> str:
+    """hash: digest -> base64 Avro header of the job's inline task manifests (app/iceberg/inline_manifest.py)."""
+    return f"{PREFIX}:job:{job_id}:manifest-headers"
+
+
 def job_failures(job_id: str) -> str:
     """hash: task id -> failure reason."""
     return f"{PREFIX}:job:{job_id}:failures"
@@ -120,6 +125,7 @@ def job_keys(job_id: str) -> list[str]:
         job(job_id),
         job_tasks(job_id),
         job_manifests(job_id),
+        job_manifest_headers(job_id),
         job_failures(job_id),
         job_celery_ids(job_id),
         job_files(job_id),

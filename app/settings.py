@@ -27,6 +27,10 @@ DEFAULT_WRITE_BUFFER_BYTES = 256 * 1024 * 1024
 # to the queue one message each, so tasks that turn out big spread over the host's processes
 DEFAULT_GROUP_BUDGET_MS = 1000
 DEFAULT_PLAN_MIN_TASK_BYTES = 32 * 1024 * 1024  # below this, another process costs more than it saves
+# a task manifest whose entries take at most this many bytes is kept in the job store, not written as a
+# file (app/iceberg/inline_manifest.py): a tiny task's is a few hundred bytes; 0 = always a file
+DEFAULT_INLINE_MANIFEST_BYTES = 16 * 1024
+MAX_INLINE_MANIFEST_BYTES = 1024 * 1024
 
 
 def _int_env(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -37,6 +41,17 @@ def _port_env(env: Mapping[str, str], name: str) -> int:
     value = _int_env(env, name, 0, minimum=0)
     if value > 65535:
         raise ConfigError(f"{name}={value} is not a TCP port (0-65535; 0 = off)")
+    return value
+
+
+def _inline_manifest_env(env: Mapping[str, str]) -> int:
+    name = "FLOE_INLINE_MANIFEST_BYTES"
+    value = _int_env(env, name, DEFAULT_INLINE_MANIFEST_BYTES, minimum=0)
+    if value > MAX_INLINE_MANIFEST_BYTES:
+        raise ConfigError(
+            f"{name}={value} is too large: at most {MAX_INLINE_MANIFEST_BYTES} (a manifest kept in Redis is "
+            "read back with every other one of its job at commit; a larger one is better written as a file)"
+        )
     return value
 
 
@@ -66,6 +81,7 @@ class Settings:
     write_buffer_bytes: int
     group_budget_ms: int  # a group of tasks in one message hands the rest back as messages after this long
     plan_min_task_bytes: int  # a host's planner makes no task smaller than this (unless it is all)
+    inline_manifest_bytes: int  # a task manifest this small is kept in the job store, not written (0: never)
     arrow_memory_pool: str | None  # ARROW_DEFAULT_MEMORY_POOL; None = Floe picks jemalloc
     log_format: str  # json | text
     log_level: str
@@ -101,6 +117,7 @@ class Settings:
             write_buffer_bytes=_int_env(env, WRITE_BUFFER_ENV, DEFAULT_WRITE_BUFFER_BYTES, minimum=1 << 20),
             group_budget_ms=_int_env(env, "FLOE_GROUP_BUDGET_MS", DEFAULT_GROUP_BUDGET_MS, minimum=0),
             plan_min_task_bytes=_int_env(env, "FLOE_PLAN_MIN_TASK_BYTES", DEFAULT_PLAN_MIN_TASK_BYTES, minimum=1),
+            inline_manifest_bytes=_inline_manifest_env(env),
             arrow_memory_pool=env.get("ARROW_DEFAULT_MEMORY_POOL") or None,
             log_format=_choice_env(env, "FLOE_LOG_FORMAT", ("json", "text")),
             log_level=_choice_env(env, "FLOE_LOG_LEVEL", ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")),

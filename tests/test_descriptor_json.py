@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
+import pytest
+
+from app.errors import InvalidArgument
 from app.iceberg.descriptor import ManifestDescriptor, PartitionMetrics
+from app.iceberg.inline_manifest import InlineManifest, header_digest
 from app.iceberg.schema_change import ROOT, NewField, SchemaChange
 
 
@@ -40,13 +44,46 @@ def _descriptor() -> ManifestDescriptor:
     )
 
 
+def _as_dict(d: ManifestDescriptor) -> dict[str, object]:
+    out = {**asdict(d), "schema_change": d.schema_change.to_dict()}
+    del out["inline"]  # only an inline manifest's description has it
+    return out
+
+
 def test_the_description_says_what_asdict_said_and_reads_back() -> None:
     d = _descriptor()
-    assert d.to_dict() == {**asdict(d), "schema_change": d.schema_change.to_dict()}
-    assert json.loads(d.to_json()) == json.loads(
-        json.dumps({**asdict(d), "schema_change": d.schema_change.to_dict()})
-    )
+    assert d.to_dict() == _as_dict(d)
+    assert json.loads(d.to_json()) == json.loads(json.dumps(_as_dict(d)))
     assert ManifestDescriptor.from_json(d.to_json()) == d
+
+
+def test_an_inline_manifest_travels_without_its_header() -> None:
+    header = b"Obj\x01 header"
+    d = replace(_descriptor(), inline=InlineManifest(header_digest(header), b"\x00sync and blocks\xff", header))
+    data = json.loads(d.to_json())
+    assert data["inline"] == {"header": header_digest(header), "body": base64.b64encode(b"\x00sync and blocks\xff").decode()}
+    back = ManifestDescriptor.from_json(d.to_json())
+    assert back.inline == InlineManifest(header_digest(header), b"\x00sync and blocks\xff")  # no header: stored apart
+    assert back.with_stored_header({header_digest(header): base64.b64encode(header).decode()}) == d
+    assert back.with_stored_header({}) == back
+
+
+@pytest.mark.parametrize(
+    "inline, message",
+    [
+        ("x", "inline manifest 'x' is not an object"),
+        ({"body": "AA=="}, "'header'"),
+        ({"header": "abc", "body": "AA=="}, "inline manifest header digest 'abc' is not 32 hex digits"),
+        ({"header": "g" * 32, "body": "AA=="}, "is not 32 hex digits"),
+        ({"header": "a" * 32, "body": ""}, "inline manifest body is not base64 text"),
+        ({"header": "a" * 32, "body": "not base64!"}, "not a valid manifest description"),
+    ],
+)
+def test_a_wrong_inline_manifest_is_refused(inline: object, message: str) -> None:
+    data = {**_descriptor().to_dict(), "inline": inline}
+    with pytest.raises(InvalidArgument) as info:
+        ManifestDescriptor.from_dict(data)
+    assert message in str(info.value)
 
 
 def test_the_description_is_a_copy() -> None:

@@ -367,3 +367,25 @@ def test_a_committer_that_dies_before_its_deletes_leaves_them_to_the_beat_sweep(
     assert not any(Path(p.removeprefix("file://")).exists() for p in paths) and not orphan.exists()
     assert api.service.files.sweep(now=time.time() + 120) == []  # done once
     assert read_ids(api.catalog.load_table("demo.events")) == list(range(60))
+
+
+def test_a_reported_manifest_described_as_inline_is_refused(api: Api, tmp_path: Path) -> None:
+    # Inline manifests (app/iceberg/inline_manifest.py) are recorded by Floe's own workers through the
+    # job store, header and all; a report must name a file the coordinator can read.
+    from tests.support.tables import rows, write_csv
+    from workers.conversion import write_task_manifest
+
+    table = make_table(api.catalog, "demo.events")
+    job_id = api.coordinator.StartJob(start_request(tasks=[{"task_id": "t1", "host": "1"}])).job_id
+    snapshot = api.service.store.require(job_id).snapshot
+    m = write_task_manifest(snapshot, table, [write_csv(tmp_path / "a.csv", rows(0, 5))], "t1", inline_bytes=16384)
+    assert m is not None and m.inline is not None
+    info = common_pb2.ManifestInfo(task_id="t1", descriptor_json=m.to_json())
+    call_fails(
+        api.coordinator.ReportManifest,
+        coordinator_pb2.ReportManifestRequest(job_id=job_id, manifest=info),
+        INVALID,
+        rf"^manifest {m.manifest_path} is described as kept in the job store \(inline\); a reported manifest "
+        r"must be a file the coordinator can read: leave out 'inline' and write the file$",
+    )
+    assert api.service.store.manifest(job_id, "t1") is None  # nothing recorded

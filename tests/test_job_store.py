@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import time
+from dataclasses import replace
 
 import pytest
 import redis
@@ -10,6 +12,7 @@ import redis
 from app import keys
 from app.errors import NotFound
 from app.iceberg import ManifestDescriptor
+from app.iceberg.inline_manifest import InlineManifest, header_digest
 from app.iceberg.schema_evolution import FieldRequest
 from app.jobs.dispatch_store import Message
 from app.jobs.model import OPEN_STATES, HostPlan, JobState, Piece, TaskSpec
@@ -212,11 +215,46 @@ def test_terminal_states_are_final(store: JobStore) -> None:
     assert store.touch(job_id) == "FAILED"
 
 
+HEADER = b"Obj\x01 an Avro header"
+
+
+def inline_descriptor(task_id: str, header: bytes = HEADER) -> ManifestDescriptor:
+    return replace(descriptor(task_id), inline=InlineManifest(header_digest(header), b"sync+blocks " + task_id.encode(), header))
+
+
+def test_inline_manifests_read_back_with_their_header_stored_once(store: JobStore, r: redis.Redis) -> None:
+    job_id, _ = create(store, tasks=[TaskSpec("t1"), TaskSpec("t2"), TaskSpec("t3")])
+    assert store.record_manifest(job_id, "t1", inline_descriptor("t1")).accepted
+    assert store.record_manifest(job_id, "t2", inline_descriptor("t2")).accepted
+    assert store.record_manifest(job_id, "t3", descriptor("t3")).accepted  # a file: no header
+    other = b"Obj\x01 another schema's header"
+    assert store.record_manifest(job_id, "t1", inline_descriptor("t1", other)).status == "duplicate"
+    assert r.hgetall(keys.job_manifest_headers(job_id)) == {header_digest(HEADER): base64.b64encode(HEADER).decode()}
+    by_task = {m.task_id: m for m in store.manifests(job_id)}
+    for task_id in ("t1", "t2"):
+        inline = by_task[task_id].inline
+        assert inline is not None and inline.header == HEADER
+        assert inline.file_bytes() == HEADER + b"sync+blocks " + task_id.encode()
+    assert by_task["t3"].inline is None
+    # a header lost or damaged in the store: the description comes back without it (the commit refuses it)
+    r.hset(keys.job_manifest_headers(job_id), header_digest(HEADER), base64.b64encode(b"damaged").decode())
+    assert all(m.inline is None or not m.inline.header for m in store.manifests(job_id))
+    r.delete(keys.job_manifest_headers(job_id))
+    assert [m.inline.header for m in store.manifests(job_id) if m.inline is not None] == [b"", b""]
+
+
+def test_a_late_inline_manifest_stores_no_header(store: JobStore, r: redis.Redis) -> None:
+    job_id, _ = create(store, tasks=[TaskSpec("t1")])
+    assert fail(store, job_id, "stop")
+    assert store.record_manifest(job_id, "t1", inline_descriptor("t1")).status == "late"
+    assert not r.exists(keys.job_manifest_headers(job_id))
+
+
 def _populate_every_key(store: JobStore, job_id: str, r: redis.Redis) -> None:
     # the job's sources and plans (a planned job), then its manifests, failures, published ids and journal
     r.hset(keys.job_sources(job_id), "h1", '["*.csv"]')
     store.register_plan(job_id, "h1", HostPlan(1, 1, 10), [TaskSpec("plan:h1:00001", "h1", (), (Piece("a.csv"),))])
-    store.record_manifest(job_id, "t1", descriptor("t1"))
+    store.record_manifest(job_id, "t1", inline_descriptor("t1"))  # a manifest kept inline: its header too
     assert store.task_failed(job_id, "t2", "unreadable")
     # a dispatcher publishes the first chunk of the dispatch list (it records the messages' Celery ids)
     token = store.acquire_dispatch_lease(job_id)

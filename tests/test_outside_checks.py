@@ -340,3 +340,31 @@ def test_other_engines_read_a_manifest_floe_concatenated(
     assert len(table.current_snapshot().manifests(table.io)) == 1  # type: ignore[union-attr]
     written = [r for part in parts for r in part]
     assert _engine(engine, table.metadata_location, TOTALS, BY_CATEGORY, FILTERED) == _expected(written)
+
+
+@ENGINES
+def test_other_engines_read_manifests_floe_kept_inline_until_the_commit(
+    sqlite_catalog: CatalogHandle, tmp_path: Path, engine: str
+) -> None:
+    # Task manifests kept in the job store (app/iceberg/inline_manifest.py): the first job's are listed
+    # unmerged, so the commit writes each to its path; the second job's are concatenated from memory.
+    from tests.support.inline import inline_task
+
+    _engine_available(engine)
+    cat = sqlite_catalog.catalog
+    table = make_table(cat, "ns.inline", partitioned=True, properties={"commit.manifest-merge.enabled": "false"})
+    snapshot = begin_distributed_snapshot(table)
+    commit_distributed_snapshot(table, snapshot, [inline_task(snapshot, table, tmp_path / "a", i, 7) for i in range(3)])
+    table = cat.load_table("ns.inline")
+    first_metadata = table.metadata_location
+    assert len(table.current_snapshot().manifests(table.io)) == 3  # type: ignore[union-attr]
+    with table.transaction() as tx:
+        tx.set_properties({"commit.manifest-merge.enabled": "true"})
+    table = cat.load_table("ns.inline")
+    snapshot = begin_distributed_snapshot(table)
+    second = [inline_task(snapshot, table, tmp_path / "b", i, 7) for i in range(3, 28)]
+    commit_distributed_snapshot(table, snapshot, second)
+    table = cat.load_table("ns.inline")
+    assert len([m for m in table.current_snapshot().manifests(table.io) if m.added_snapshot_id == snapshot.snapshot_id]) == 1  # type: ignore[union-attr]
+    assert _engine(engine, first_metadata, TOTALS, BY_CATEGORY, FILTERED) == _expected(rows(0, 21))
+    assert _engine(engine, table.metadata_location, TOTALS, BY_CATEGORY, FILTERED) == _expected(rows(0, 28 * 7))

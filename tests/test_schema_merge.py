@@ -67,11 +67,11 @@ def referenced(table: Table) -> set[Path]:
 
 
 def job_files(api: Api, job_id: str) -> tuple[set[Path], set[Path]]:
-    """The job's original data files and manifests."""
+    """The job's original data files and manifest files (a manifest kept inline has none)."""
     manifests = api.service.store.manifests(job_id)
     return (
         {local(p) for m in manifests for p in m.data_files},
-        {local(m.manifest_path) for m in manifests},
+        {local(m.manifest_path) for m in manifests if m.inline is None},
     )
 
 

@@ -14,6 +14,7 @@ from app.jobs.validation import check_id
 from app.settings import (
     CATALOG_TYPES,
     DEFAULT_GROUP_BUDGET_MS,
+    DEFAULT_INLINE_MANIFEST_BYTES,
     DEFAULT_WRITE_BUFFER_BYTES,
     Settings,
     get_settings,
@@ -288,6 +289,28 @@ def test_bad_group_budget(tmp_path: Path, value: str, message: str) -> None:
 def test_group_budget(tmp_path: Path) -> None:
     assert settings(tmp_path).group_budget_ms == DEFAULT_GROUP_BUDGET_MS == 1000
     assert settings(tmp_path, FLOE_GROUP_BUDGET_MS="0").group_budget_ms == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("x", "FLOE_INLINE_MANIFEST_BYTES='x' is not an integer"),
+        ("-1", "FLOE_INLINE_MANIFEST_BYTES=-1 must be at least 0"),
+        (
+            "1048577",
+            "FLOE_INLINE_MANIFEST_BYTES=1048577 is too large: at most 1048576 (a manifest kept in Redis is read "
+            "back with every other one of its job at commit; a larger one is better written as a file)",
+        ),
+    ],
+)
+def test_bad_inline_manifest_bytes(tmp_path: Path, value: str, message: str) -> None:
+    refused(tmp_path, message, FLOE_INLINE_MANIFEST_BYTES=value)
+
+
+def test_inline_manifest_bytes(tmp_path: Path) -> None:
+    assert settings(tmp_path).inline_manifest_bytes == DEFAULT_INLINE_MANIFEST_BYTES == 16 * 1024
+    assert settings(tmp_path, FLOE_INLINE_MANIFEST_BYTES="0").inline_manifest_bytes == 0  # always a file
+    assert settings(tmp_path, FLOE_INLINE_MANIFEST_BYTES="1048576").inline_manifest_bytes == 1 << 20
 
 
 # --- FLOE_WRITE_BUFFER_BYTES (the data-file writer's buffer budget) -------------------------------

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
 from pyiceberg.catalog.rest import RestCatalog
 
+from app import keys
 from app.client import TaskArg
 from app.proto_gen.api import common_pb2, coordinator_pb2, worker_pb2, worker_pb2_grpc
 from tests.support.s3_objects import assert_only_the_snapshot_in_bucket
@@ -72,6 +74,15 @@ def test_two_hosts_one_job_auto_commits_every_row_once(
     assert snap is not None and snap.snapshot_id == status.committed_snapshot_id == reply.snapshot.snapshot_id
     assert snap.summary is not None and snap.summary["floe.job-id"] == reply.job_id
     assert int(snap.summary["added-data-files"]) == status.files_written
+    # the four task manifests were kept in Redis, not written (app/iceberg/inline_manifest.py): one
+    # header for the job's one schema, and the job's one manifest is their concatenation
+    r = redis.Redis.from_url(cluster.redis_url, decode_responses=True)
+    descriptors = [json.loads(v) for v in r.hvals(keys.job_manifests(reply.job_id))]
+    assert len(descriptors) == 4 and all("inline" in d for d in descriptors)
+    assert r.hlen(keys.job_manifest_headers(reply.job_id)) == 1
+    r.close()
+    (manifest,) = snap.manifests(table.io)
+    assert manifest.manifest_path not in {d["manifest_path"] for d in descriptors}
     if isinstance(cluster.catalog, RestCatalog):
         # on S3: metadata, manifests and data files are objects in the bucket, with no orphan data files
         assert_only_the_snapshot_in_bucket(request.getfixturevalue("seaweedfs"), table)

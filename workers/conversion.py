@@ -16,6 +16,7 @@ from app.formats import SourceFormat, is_supported, source_format
 from app.iceberg import DistributedSnapshot, ManifestDescriptor, check_writable
 from app.iceberg.descriptor import partition_metrics
 from app.iceberg.files import delete_quietly
+from app.iceberg.inline_manifest import InlineManifest, header_digest
 from app.iceberg.schema_evolution import FieldReserver, LocalFieldIds, SchemaMode
 from app.settings import DEFAULT_WRITE_BUFFER_BYTES
 from workers.datafiles import DataFileWriter, new_write_prefix
@@ -87,6 +88,7 @@ def write_task_manifest(
     buffer_bytes: int = DEFAULT_WRITE_BUFFER_BYTES,
     schema_mode: SchemaMode = SchemaMode.STRICT,
     reserve: FieldReserver | None = None,
+    inline_bytes: int = 0,
 ) -> ManifestDescriptor | None:
     """Convert ``paths`` into data files and one manifest tagged with the reserved snapshot id.
 
@@ -97,7 +99,8 @@ def write_task_manifest(
     ``schema_mode`` says what to do with source columns the table lacks; in evolve, the task writes
     with the table's schema plus the fields ``reserve`` gives ids to (the job store's reservation,
     so every task of the job agrees; by default the tasks of this process agree), and the
-    descriptor records that change for the commit.
+    descriptor records that change for the commit. With ``inline_bytes`` > 0, a manifest whose
+    entries take at most that many bytes is not written: the descriptor carries it (``inline``).
     """
     check_writable(table)
     metadata = table.metadata
@@ -173,6 +176,7 @@ def write_task_manifest(
             output_file=table.io.new_output(manifest_path),
             snapshot_id=snapshot.snapshot_id,
             avro_compression=metadata.properties.get("write.avro.compression-codec", "gzip"),  # type: ignore[arg-type]
+            inline_limit=inline_bytes if inline_bytes > 0 else -1,
         ) as manifest_writer:
             for data_file in data_files:
                 manifest_writer.add(
@@ -185,6 +189,7 @@ def write_task_manifest(
                     )
                 )
         manifest = manifest_writer.to_manifest_file()
+        kept = getattr(manifest_writer, "inline", None)
     except BaseException:
         for path in {*writer.abort(), *written}:
             delete_quietly(table.io, [path])
@@ -198,4 +203,5 @@ def write_task_manifest(
         added_bytes=sum(d.file_size_in_bytes for d in data_files),
         partition_metrics=metrics,
         schema_change=change,
+        inline=InlineManifest(header_digest(kept[0]), kept[1], kept[0]) if kept is not None else None,
     )

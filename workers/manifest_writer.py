@@ -127,8 +127,10 @@ class _PreparedAvroOutputFile(AvroOutputFile[ManifestEntry]):
     """pyiceberg's Avro output file, given its writer and header instead of deriving them, encoded in
     memory and written when complete (nothing is written when the manifest fails)."""
 
-    def __init__(self, output_file: OutputFile, prepared: _Prepared) -> None:
+    def __init__(self, output_file: OutputFile, prepared: _Prepared, inline_limit: int = -1) -> None:
         self._out = bytearray()
+        self._inline_limit = inline_limit
+        self.inline: tuple[bytes, bytes] | None = None  # (header, body) when kept instead of written
         self.output_file = _WrittenFile(output_file, self._out)
         self.file_schema = prepared.file_schema
         self.schema_name = SCHEMA_NAME
@@ -146,6 +148,9 @@ class _PreparedAvroOutputFile(AvroOutputFile[ManifestEntry]):
         self, exctype: type[BaseException] | None, excinst: BaseException | None, exctb: TracebackType | None
     ) -> None:
         if exctype is None:
+            if len(self._out) - len(self._header) <= self._inline_limit:
+                self.inline = (self._header, bytes(self._out[len(self._header) :]))
+                return
             with self.output_file.create(overwrite=True) as stream:
                 stream.write(bytes(self._out))
 
@@ -173,6 +178,14 @@ class _PreparedAvroOutputFile(AvroOutputFile[ManifestEntry]):
 
 
 class _PreparedWriter(ManifestWriter):
+    inline_limit = -1  # the largest body (bytes after the header) kept in memory instead of written
+
+    @property
+    def inline(self) -> tuple[bytes, bytes] | None:
+        """Once closed: the manifest's (header, body) when it was small enough to be kept, not written."""
+        writer = self._writer
+        return writer.inline if isinstance(writer, _PreparedAvroOutputFile) else None
+
     def new_writer(self) -> AvroOutputFile[ManifestEntry]:
         key = (type(self), id(self._schema), id(self._spec), self._compression)
         with _lock:
@@ -196,7 +209,7 @@ class _PreparedWriter(ManifestWriter):
                 _prepared[key] = prepared
                 while len(_prepared) > CACHED:
                     _prepared.popitem(last=False)
-        return _PreparedAvroOutputFile(self._output_file, prepared)
+        return _PreparedAvroOutputFile(self._output_file, prepared, self.inline_limit)
 
 
 class _PreparedWriterV1(_PreparedWriter, ManifestWriterV1):
@@ -214,10 +227,17 @@ def write_manifest(
     output_file: OutputFile,
     snapshot_id: int,
     avro_compression: Any,
+    inline_limit: int = -1,
 ) -> ManifestWriter:
-    """pyiceberg.manifest.write_manifest, with the per-table parts of its writer made once."""
+    """pyiceberg.manifest.write_manifest, with the per-table parts of its writer made once. With
+    ``inline_limit`` >= 0, a manifest whose bytes after the header are at most that many is not
+    written: the writer's ``inline`` gives (header, body) instead (app/iceberg/inline_manifest.py)."""
+    writer: _PreparedWriter
     if format_version == 1:
-        return _PreparedWriterV1(spec, schema, output_file, snapshot_id, avro_compression)
-    if format_version == 2:
-        return _PreparedWriterV2(spec, schema, output_file, snapshot_id, avro_compression)
-    return pyiceberg_write_manifest(format_version, spec, schema, output_file, snapshot_id, avro_compression)  # type: ignore[arg-type]
+        writer = _PreparedWriterV1(spec, schema, output_file, snapshot_id, avro_compression)
+    elif format_version == 2:
+        writer = _PreparedWriterV2(spec, schema, output_file, snapshot_id, avro_compression)
+    else:
+        return pyiceberg_write_manifest(format_version, spec, schema, output_file, snapshot_id, avro_compression)  # type: ignore[arg-type]
+    writer.inline_limit = inline_limit
+    return writer

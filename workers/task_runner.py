@@ -128,6 +128,7 @@ def run_task(service: JobService, job_id: str, task_id: str, settings: Settings)
         buffer_bytes=settings.write_buffer_bytes,
         schema_mode=SchemaMode(job.schema_mode),
         reserve=reserve,
+        inline_bytes=settings.inline_manifest_bytes,
     )
     result = through_outage(
         lambda: service.record_manifest(job_id, task_id, descriptor, table, job, written_here=True),

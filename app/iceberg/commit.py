@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
+from pyiceberg.io import FileIO
 from pyiceberg.manifest import UNASSIGNED_SEQ, ManifestFile, write_manifest_list
 from pyiceberg.table import Table
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
@@ -47,6 +48,7 @@ from app.errors import (
 from app.iceberg.descriptor import ManifestDescriptor
 from app.iceberg.field_remap import Rewrite, replaced_files, rewrite_remapped
 from app.iceberg.files import delete_quietly
+from app.iceberg.inline_manifest import InlineManifestIO, write_file
 from app.iceberg.merge import MergePolicy, merge_manifests
 from app.iceberg.schema_evolution import SchemaChange, SchemaCommit, plan_schema_commit
 from app.iceberg.snapshot import DistributedSnapshot, check_writable
@@ -128,6 +130,16 @@ def _validate(snapshot: DistributedSnapshot, manifests: list[ManifestDescriptor]
         if m.manifest_path in paths:
             raise InvalidArgument(f"manifest {m.manifest_path} is listed twice")
         paths.add(m.manifest_path)
+        if m.inline is not None and not m.inline.header:
+            raise FailedPrecondition(
+                f"manifest {m.manifest_path} of task {m.task_id!r} is kept in the job store, but its header "
+                f"(digest {m.inline.digest}) is missing or damaged there; the job cannot be committed"
+            )
+
+
+def _inline(manifests: list[ManifestDescriptor]) -> dict[str, bytes]:
+    """The job's inline manifests' bytes by path (app/iceberg/inline_manifest.py)."""
+    return {m.manifest_path: m.inline.file_bytes() for m in manifests if m.inline is not None}
 
 
 def _fresh_manifests(
@@ -251,12 +263,14 @@ def _attempt(
     metadata = table.metadata
     evolution = plan_schema_commit(metadata, change or SchemaChange())  # on the schema as it is now
     io = table.io
+    inline = _inline(manifests)
+    reads = InlineManifestIO(io, inline) if inline else io  # the job's manifests, inline ones included
     rewrite = Rewrite(manifests)
     if evolution.remap:
-        rewrite = rewrite_remapped(table, snapshot.snapshot_id, manifests, evolution.remap, evolution.schema)
+        rewrite = rewrite_remapped(table, snapshot.snapshot_id, manifests, evolution.remap, evolution.schema, reads)
     written = _Written(list(rewrite.written))
     try:
-        merged = _commit(table, snapshot, rewrite.manifests, extra, attempt, evolution, written)
+        merged = _commit(table, snapshot, rewrite.manifests, extra, attempt, evolution, written, reads, inline)
     except CommitFailedException:
         # The catalog refused this attempt: its manifest list, merged manifests and copies are ours alone.
         delete_quietly(io, written.paths)
@@ -284,8 +298,11 @@ def _commit(
     attempt: int,
     evolution: SchemaCommit,
     written: _Written,
+    reads: FileIO,
+    inline: Mapping[str, bytes],
 ) -> list[ManifestFile]:
-    """Write the manifest list (merging manifests) and commit it: the manifests it lists."""
+    """Write the manifest list (merging manifests) and commit it: the manifests it lists. Inline
+    manifests are read through ``reads``; one the list references unmerged is written to its path."""
     metadata = table.metadata
     io = table.io
     parent = metadata.current_snapshot()
@@ -295,7 +312,7 @@ def _commit(
     policy = MergePolicy.from_properties(metadata.properties)
     merged = merge_manifests(
         table,
-        io,
+        reads,
         snapshot.snapshot_id,
         _fresh_manifests(snapshot, manifests),
         existing,
@@ -304,6 +321,10 @@ def _commit(
         schema=evolution.schema,
     )
     written.paths += merged.written
+    for m in merged.manifests:
+        if (data := inline.get(m.manifest_path)) is not None:
+            written.paths.append(m.manifest_path)  # an attempt that does not land deletes it
+            write_file(io, m.manifest_path, data)
     list_path = table.location_provider().new_metadata_location(
         f"snap-{snapshot.snapshot_id}-{attempt}-{snapshot.commit_uuid}.avro"
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pyiceberg.manifest import UNASSIGNED_SEQ, DataFile, ManifestContent, ManifestFile, PartitionFieldSummary
@@ -13,6 +13,7 @@ from pyiceberg.partitioning import PartitionSpec
 from pyiceberg.schema import Schema
 
 from app.errors import InvalidArgument
+from app.iceberg.inline_manifest import InlineManifest
 from app.iceberg.schema_change import SchemaChange
 
 
@@ -91,6 +92,8 @@ class ManifestDescriptor:
     partition_metrics: dict[str, PartitionMetrics] = field(default_factory=dict)
     # the fields the task added and the columns it widened (schema mode evolve): the commit applies them
     schema_change: SchemaChange = field(default_factory=SchemaChange)
+    # set when the manifest is kept in the job store, not in a file (app/iceberg/inline_manifest.py)
+    inline: InlineManifest | None = None
 
     @classmethod
     def from_manifest(
@@ -102,6 +105,7 @@ class ManifestDescriptor:
         added_bytes: int,
         partition_metrics: dict[str, PartitionMetrics],
         schema_change: SchemaChange | None = None,
+        inline: InlineManifest | None = None,
     ) -> ManifestDescriptor:
         assert manifest.added_snapshot_id is not None
         return cls(
@@ -126,7 +130,19 @@ class ManifestDescriptor:
             data_files=list(data_files),
             partition_metrics=dict(partition_metrics),
             schema_change=schema_change or SchemaChange(),
+            inline=inline,
         )
+
+    def with_stored_header(self, headers: Mapping[str, str]) -> ManifestDescriptor:
+        """An inline manifest's description with its header, found among the job's stored headers
+        (digest -> base64); unchanged when not inline or not found (the commit then refuses it)."""
+        stored = headers.get(self.inline.digest) if self.inline is not None else None
+        if self.inline is None or stored is None:
+            return self
+        try:
+            return replace(self, inline=self.inline.with_header(base64.b64decode(stored)))
+        except ValueError:  # damaged: left without its header, as if missing
+            return self
 
     def to_manifest_file(self) -> ManifestFile:
         """A fresh ManifestFile: pyiceberg's manifest-list writer mutates the one it is given."""
@@ -174,6 +190,7 @@ class ManifestDescriptor:
                 k: {"files": m.files, "records": m.records, "bytes": m.bytes} for k, m in self.partition_metrics.items()
             },
             "schema_change": self.schema_change.to_dict(),
+            **({"inline": self.inline.to_dict()} if self.inline is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -208,6 +225,7 @@ class ManifestDescriptor:
                 data_files=[_path(p) for p in data["data_files"]],
                 partition_metrics=metrics,
                 schema_change=SchemaChange.from_dict(data.get("schema_change")),
+                inline=InlineManifest.from_dict(data["inline"]) if data.get("inline") is not None else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise InvalidArgument(f"not a valid manifest description: missing or wrong field {exc}") from None

@@ -70,14 +70,20 @@ class Rewrite:
 
 
 def rewrite_remapped(
-    table: Table, snapshot_id: int, manifests: list[ManifestDescriptor], remap: Mapping[int, int], schema: Schema
+    table: Table,
+    snapshot_id: int,
+    manifests: list[ManifestDescriptor],
+    remap: Mapping[int, int],
+    schema: Schema,
+    reads: FileIO | None = None,
 ) -> Rewrite:
-    """Rewrite the data files (and their manifests) carrying an id of ``remap``, for ``schema``."""
+    """Rewrite the data files (and their manifests) carrying an id of ``remap``, for ``schema``; the
+    job's manifests are read through ``reads`` (by default the table's io)."""
     out = Rewrite(list(manifests))
     try:
         for i, m in enumerate(manifests):
             if may_carry(m, remap):
-                out.manifests[i] = _rewrite_manifest(table, snapshot_id, m, remap, schema, out)
+                out.manifests[i] = _rewrite_manifest(table, snapshot_id, m, remap, schema, out, reads or table.io)
     except BaseException:
         delete_quietly(table.io, out.written)
         raise
@@ -91,9 +97,10 @@ def _rewrite_manifest(
     remap: Mapping[int, int],
     schema: Schema,
     out: Rewrite,
+    reads: FileIO,
 ) -> ManifestDescriptor:
     io, metadata = table.io, table.metadata
-    originals = [e.data_file for e in read_entries(m.to_manifest_file(), io)]
+    originals = [e.data_file for e in read_entries(m.to_manifest_file(), reads)]
     executor = ExecutorFactory.get_or_create()
     futures = [
         executor.submit(_rewrite_file, io, d, remap, schema, metadata.properties, out) for d in originals

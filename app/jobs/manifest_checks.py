@@ -20,6 +20,11 @@ def check_reported_manifest(table: Table, descriptor: ManifestDescriptor) -> Non
     """A description may only name files inside the table's location, and its manifest must be a
     manifest of this reservation: named for its commit uuid (as workers write them) and holding
     only entries ADDED by the reserved snapshot. The coordinator commits a winner's manifest."""
+    if descriptor.inline is not None:
+        raise InvalidArgument(
+            f"manifest {descriptor.manifest_path} is described as kept in the job store (inline); a reported "
+            "manifest must be a file the coordinator can read: leave out 'inline' and write the file"
+        )
     root = table.location().rstrip("/") + "/"
     for path in (descriptor.manifest_path, *descriptor.data_files):
         if not path.startswith(root) or "/.." in path[len(root) - 1 :] or path.endswith("/"):

@@ -124,8 +124,8 @@ end
 return out
 """
 
-# KEYS: job, manifests, tasks, metrics, hosts, running, dispatch list.
-# ARGV: task_id, payload, rows, bytes, files, now
+# KEYS: job, manifests, tasks, metrics, hosts, running, dispatch list, inline manifest headers.
+# ARGV: task_id, payload, rows, bytes, files, now, header digest, header (base64; '': none to store)
 # Returns {status, detail}: accepted (detail: manifests accepted; then the job hash, as HGETALL gives
 # it), duplicate (detail: the recorded payload), late (detail: state), unknown. The task is no longer
 # running in every case.
@@ -138,6 +138,7 @@ if state ~= 'PENDING' and state ~= 'RUNNING' then return {'late', state} end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
   return {'duplicate', redis.call('HGET', KEYS[2], ARGV[1])}
 end
+if ARGV[8] ~= '' then redis.call('HSETNX', KEYS[8], ARGV[7], ARGV[8]) end
 local host = ''
 if redis.call('HSETNX', KEYS[3], ARGV[1], '{}') == 1 then
   redis.call('HINCRBY', KEYS[1], 'tasks_total', 1)

@@ -6,6 +6,7 @@ reach Redis through the methods here, each named for what it does.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -205,8 +206,13 @@ class JobStore(HostStore, FieldStore, DispatchStore, RunningStore):
         return self._r.hget(keys.job_manifests(job_id), task_id)  # type: ignore[return-value]
 
     def manifests(self, job_id: str) -> list[ManifestDescriptor]:
-        data: dict[str, str] = self._r.hgetall(keys.job_manifests(job_id))  # type: ignore[assignment]
-        return [ManifestDescriptor.from_json(v) for _, v in sorted(data.items()) if v]
+        """The job's recorded manifests, the inline ones with their headers (one round trip)."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hgetall(keys.job_manifests(job_id))
+        pipe.hgetall(keys.job_manifest_headers(job_id))
+        data, headers = pipe.execute()
+        out = [ManifestDescriptor.from_json(v) for _, v in sorted(data.items()) if v]
+        return [m.with_stored_header(headers) for m in out]
 
     def cleanup_pending(self, job_id: str, now: float | None = None) -> None:
         self._r.zadd(keys.CLEANUP_PENDING, {job_id: time.time() if now is None else now})
@@ -271,12 +277,18 @@ class JobStore(HostStore, FieldStore, DispatchStore, RunningStore):
         rows = descriptor.added_rows_count if descriptor else 0
         size = descriptor.added_bytes if descriptor else 0
         files = descriptor.added_files_count if descriptor else 0
+        inline = descriptor.inline if descriptor else None
+        header = base64.b64encode(inline.header).decode("ascii") if inline is not None and inline.header else ""
         status, detail, *job = self._record(
             keys=[
                 keys.job(job_id), keys.job_manifests(job_id), keys.job_tasks(job_id), keys.METRICS,
                 keys.job_hosts(job_id), keys.job_running(job_id), keys.job_dispatch(job_id),
+                keys.job_manifest_headers(job_id),
             ],  # fmt: skip
-            args=[task_id, payload, rows, size, files, repr(time.time() if now is None else now)],
+            args=[
+                task_id, payload, rows, size, files, repr(time.time() if now is None else now),
+                inline.digest if inline is not None else "", header,
+            ],  # fmt: skip
         )
         return RecordResult(str(status), str(detail), Job.from_hash(pairs(job[0])) if job else None)
 

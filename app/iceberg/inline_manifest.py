@@ -1,0 +1,104 @@
+"""Task manifests kept in the job store instead of in a file of their own.
+
+A tiny task's manifest is a few hundred bytes of entries behind a header of several kilobytes (the
+Avro schema of a manifest entry and the table's schema), identical for every task of a job that
+writes one schema. Writing it as a file costs a file creation (a PUT on object storage), a read at
+commit and a delete once merged away, per task. So a worker may record a small manifest *inline*:
+its bytes after the header (the sync marker and the entry blocks) travel in the descriptor, and the
+header once per job under its digest (:meth:`app.jobs.store.JobStore.record_manifest`). The
+manifest keeps its path: the commit reads it through :class:`InlineManifestIO` as if it were a
+file, merges it like any other, and writes it to that path only when the snapshot references it
+unmerged. First writer wins exactly as for a file: the descriptor is the record.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pyiceberg.io import FileIO, InputFile, InputStream, OutputFile
+
+DIGEST_CHARS = 32
+
+
+@functools.lru_cache(maxsize=64)  # a job's tasks share one header object: its hash is cached
+def header_digest(header: bytes) -> str:
+    return hashlib.sha256(header).hexdigest()[:DIGEST_CHARS]
+
+
+@dataclass(frozen=True)
+class InlineManifest:
+    """A manifest's bytes after its header, and the header's digest (the header itself once read back)."""
+
+    digest: str
+    body: bytes
+    header: bytes = b""  # the Avro header: given by the writer, filled in by the store when read back
+
+    def to_dict(self) -> dict[str, str]:
+        return {"header": self.digest, "body": base64.b64encode(self.body).decode("ascii")}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> InlineManifest:
+        if not isinstance(data, dict):
+            raise ValueError(f"inline manifest {data!r} is not an object")
+        digest, body = data["header"], data["body"]
+        if not isinstance(digest, str) or len(digest) != DIGEST_CHARS or digest.strip("0123456789abcdef"):
+            raise ValueError(f"inline manifest header digest {digest!r} is not {DIGEST_CHARS} hex digits")
+        if not isinstance(body, str) or not body:
+            raise ValueError("inline manifest body is not base64 text")
+        return cls(digest, base64.b64decode(body, validate=True))
+
+    def with_header(self, header: bytes) -> InlineManifest:
+        if header_digest(header) != self.digest:
+            raise ValueError(f"the stored header does not match digest {self.digest}")
+        return InlineManifest(self.digest, self.body, header)
+
+    def file_bytes(self) -> bytes:
+        """The manifest file as the worker would have written it."""
+        if not self.header:
+            raise ValueError(f"the header of inline manifest {self.digest} was not read back")
+        return self.header + self.body
+
+
+class _InlineInput(InputFile):
+    def __init__(self, location: str, data: bytes) -> None:
+        super().__init__(location)
+        self._data = data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def exists(self) -> bool:
+        return True
+
+    def open(self, seekable: bool = True) -> InputStream:
+        return io.BytesIO(self._data)
+
+
+class InlineManifestIO(FileIO):
+    """``inner``, except that the inline manifests are read from memory (writes and deletes go through)."""
+
+    def __init__(self, inner: FileIO, inline: Mapping[str, bytes]) -> None:
+        super().__init__(inner.properties)
+        self.inner = inner
+        self.inline = dict(inline)
+
+    def new_input(self, location: str) -> InputFile:
+        data = self.inline.get(location)
+        return _InlineInput(location, data) if data is not None else self.inner.new_input(location)
+
+    def new_output(self, location: str) -> OutputFile:
+        return self.inner.new_output(location)
+
+    def delete(self, location: str | InputFile | OutputFile) -> None:
+        self.inner.delete(location)
+
+
+def write_file(file_io: FileIO, location: str, data: bytes) -> None:
+    with file_io.new_output(location).create(overwrite=True) as stream:
+        stream.write(data)
