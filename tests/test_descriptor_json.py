@@ -64,8 +64,8 @@ def test_an_inline_manifest_travels_without_its_header() -> None:
     assert data["inline"] == {"header": header_digest(header), "body": base64.b64encode(b"\x00sync and blocks\xff").decode()}
     back = ManifestDescriptor.from_json(d.to_json())
     assert back.inline == InlineManifest(header_digest(header), b"\x00sync and blocks\xff")  # no header: stored apart
-    assert back.with_stored_header({header_digest(header): base64.b64encode(header).decode()}) == d
-    assert back.with_stored_header({}) == back
+    assert back.with_header_from({header_digest(header): header}) == d
+    assert back.with_header_from({}) == back
 
 
 @pytest.mark.parametrize(

@@ -243,6 +243,29 @@ def test_inline_manifests_read_back_with_their_header_stored_once(store: JobStor
     assert [m.inline.header for m in store.manifests(job_id) if m.inline is not None] == [b"", b""]
 
 
+def test_a_process_sends_a_jobs_header_once_and_again_if_the_store_lost_it(store: JobStore, r: redis.Redis) -> None:
+    job_id, _ = create(store, tasks=[TaskSpec(f"t{i}") for i in range(4)])
+    sent: list[str] = []
+    record = store._record
+
+    def spy(keys: list[str], args: list[object]) -> object:
+        sent.append(str(args[7]))  # the header argument ('' when taken for stored)
+        return record(keys=keys, args=args)
+
+    store._record = spy
+    assert store.record_manifest(job_id, "t0", inline_descriptor("t0")).accepted
+    assert store.record_manifest(job_id, "t1", inline_descriptor("t1")).accepted
+    assert sent == [base64.b64encode(HEADER).decode(), ""]  # the second record took it for stored
+    r.delete(keys.job_manifest_headers(job_id))  # the store lost it (say, restored from an older copy)
+    assert store.record_manifest(job_id, "t2", inline_descriptor("t2")).accepted
+    assert sent[2:] == ["", base64.b64encode(HEADER).decode()]  # answered 'header', sent again with it
+    assert r.hexists(keys.job_manifest_headers(job_id), header_digest(HEADER))
+    # a description read back from the store has no header to send: recorded as before, nothing checked
+    back = ManifestDescriptor.from_json(inline_descriptor("t3").to_json())
+    assert store.record_manifest(job_id, "t3", back).accepted and sent[-1] == ""
+    assert [m.task_id for m in store.manifests(job_id) if m.inline and m.inline.header == HEADER] == ["t0", "t1", "t2", "t3"]
+
+
 def test_a_late_inline_manifest_stores_no_header(store: JobStore, r: redis.Redis) -> None:
     job_id, _ = create(store, tasks=[TaskSpec("t1")])
     assert fail(store, job_id, "stop")

@@ -133,16 +133,14 @@ class ManifestDescriptor:
             inline=inline,
         )
 
-    def with_stored_header(self, headers: Mapping[str, str]) -> ManifestDescriptor:
-        """An inline manifest's description with its header, found among the job's stored headers
-        (digest -> base64); unchanged when not inline or not found (the commit then refuses it)."""
-        stored = headers.get(self.inline.digest) if self.inline is not None else None
-        if self.inline is None or stored is None:
+    def with_header_from(self, headers: Mapping[str, bytes]) -> ManifestDescriptor:
+        """An inline manifest's description with its header, found by digest among the job's stored
+        headers (checked against their digests); unchanged when not inline or not found (the commit
+        then refuses it)."""
+        header = headers.get(self.inline.digest) if self.inline is not None else None
+        if self.inline is None or header is None:
             return self
-        try:
-            return replace(self, inline=self.inline.with_header(base64.b64decode(stored)))
-        except ValueError:  # damaged: left without its header, as if missing
-            return self
+        return replace(self, inline=InlineManifest(self.inline.digest, self.inline.body, header))
 
     def to_manifest_file(self) -> ManifestFile:
         """A fresh ManifestFile: pyiceberg's manifest-list writer mutates the one it is given."""

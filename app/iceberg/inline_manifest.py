@@ -53,11 +53,6 @@ class InlineManifest:
             raise ValueError("inline manifest body is not base64 text")
         return cls(digest, base64.b64decode(body, validate=True))
 
-    def with_header(self, header: bytes) -> InlineManifest:
-        if header_digest(header) != self.digest:
-            raise ValueError(f"the stored header does not match digest {self.digest}")
-        return InlineManifest(self.digest, self.body, header)
-
     def file_bytes(self) -> bytes:
         """The manifest file as the worker would have written it."""
         if not self.header:

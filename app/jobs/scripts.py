@@ -125,7 +125,8 @@ return out
 """
 
 # KEYS: job, manifests, tasks, metrics, hosts, running, dispatch list, inline manifest headers.
-# ARGV: task_id, payload, rows, bytes, files, now, header digest, header (base64; '': none to store)
+# ARGV: task_id, payload, rows, bytes, files, now, inline manifest header digest (or ''), the header
+# (base64, or '' when the caller takes it for stored: then {'header', ''} and nothing recorded if it is not)
 # Returns {status, detail}: accepted (detail: manifests accepted; then the job hash, as HGETALL gives
 # it), duplicate (detail: the recorded payload), late (detail: state), unknown. The task is no longer
 # running in every case.
@@ -135,6 +136,9 @@ if not state then return {'unknown', ''} end
 redis.call('HDEL', KEYS[6], ARGV[1])
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then materialize(KEYS[1], KEYS[3], KEYS[7]) end
 if state ~= 'PENDING' and state ~= 'RUNNING' then return {'late', state} end
+if ARGV[7] ~= '' and ARGV[8] == '' and redis.call('HEXISTS', KEYS[8], ARGV[7]) == 0 then
+  return {'header', ''}
+end
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then
   return {'duplicate', redis.call('HGET', KEYS[2], ARGV[1])}
 end

@@ -25,8 +25,9 @@ from app.jobs.cleanup import JobFiles, TableLoader
 from app.jobs.committer import Committer
 from app.jobs.dispatch import Dispatcher, MessageRenderer
 from app.jobs.manifest_checks import check_reported_manifest, check_schema_change
+from app.jobs.manifest_store import RecordResult
 from app.jobs.model import OPEN_STATES, HostInfo, Job, JobState, NewJob, TableRef, TaskSpec
-from app.jobs.store import JobStore, RecordResult
+from app.jobs.store import JobStore
 from app.jobs.validation import StartJobInput, check_job_id, check_table, check_tasks
 from app.keys import DEFAULT_JOB_TIMEOUT_SECONDS
 

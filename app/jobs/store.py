@@ -6,7 +6,6 @@ reach Redis through the methods here, each named for what it does.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
@@ -18,25 +17,14 @@ import redis
 
 from app import keys
 from app.errors import NotFound
-from app.iceberg import ManifestDescriptor
 from app.jobs import scripts
 from app.jobs.dispatch_store import DispatchStore
 from app.jobs.field_store import FieldStore
 from app.jobs.host_store import HostStore
+from app.jobs.manifest_store import ManifestStore
 from app.jobs.model import Job, JobState, NewJob, TaskSpec
-from app.jobs.running_store import RunningStore, pairs
+from app.jobs.running_store import RunningStore
 from app.jobs.task_batch import TaskBatch
-
-
-@dataclass(frozen=True)
-class RecordResult:
-    status: str  # accepted | duplicate | late | unknown
-    detail: str = ""
-    job: Job | None = None  # accepted: the job as the manifest left it
-
-    @property
-    def accepted(self) -> bool:
-        return self.status == "accepted"
 
 
 @dataclass(frozen=True)
@@ -56,13 +44,14 @@ def _csv(states: Iterable[JobState]) -> str:
     return ",".join(s.value for s in states)
 
 
-class JobStore(HostStore, FieldStore, DispatchStore, RunningStore):
+class JobStore(ManifestStore, HostStore, FieldStore, DispatchStore, RunningStore):
     def __init__(self, client: redis.Redis, retention_seconds: int) -> None:
         self._r = client
         self.retention_seconds = retention_seconds
         self._create = client.register_script(scripts.CREATE)
         self._register = client.register_script(scripts.REGISTER_TASKS)
         self._record = client.register_script(scripts.RECORD_MANIFEST)
+        self._headers_stored: set[tuple[str, str]] = set()
         self._transition = client.register_script(scripts.TRANSITION)
         self._task_failed = client.register_script(scripts.TASK_FAILED)
         self._touch = client.register_script(scripts.TOUCH)
@@ -202,18 +191,6 @@ class JobStore(HostStore, FieldStore, DispatchStore, RunningStore):
         data: dict[str, str] = self._r.hgetall(keys.job_tasks(job_id))  # type: ignore[assignment]
         return [TaskSpec.from_json(k, v) for k, v in sorted(data.items())]
 
-    def manifest(self, job_id: str, task_id: str) -> str | None:
-        return self._r.hget(keys.job_manifests(job_id), task_id)  # type: ignore[return-value]
-
-    def manifests(self, job_id: str) -> list[ManifestDescriptor]:
-        """The job's recorded manifests, the inline ones with their headers (one round trip)."""
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hgetall(keys.job_manifests(job_id))
-        pipe.hgetall(keys.job_manifest_headers(job_id))
-        data, headers = pipe.execute()
-        out = [ManifestDescriptor.from_json(v) for _, v in sorted(data.items()) if v]
-        return [m.with_stored_header(headers) for m in out]
-
     def cleanup_pending(self, job_id: str, now: float | None = None) -> None:
         self._r.zadd(keys.CLEANUP_PENDING, {job_id: time.time() if now is None else now})
 
@@ -269,28 +246,6 @@ class JobStore(HostStore, FieldStore, DispatchStore, RunningStore):
         return int(raw) if raw else None  # type: ignore[arg-type]
 
     # --- transitions ----------------------------------------------------------------------------
-
-    def record_manifest(
-        self, job_id: str, task_id: str, descriptor: ManifestDescriptor | None, now: float | None = None
-    ) -> RecordResult:
-        payload = descriptor.to_json() if descriptor is not None else ""
-        rows = descriptor.added_rows_count if descriptor else 0
-        size = descriptor.added_bytes if descriptor else 0
-        files = descriptor.added_files_count if descriptor else 0
-        inline = descriptor.inline if descriptor else None
-        header = base64.b64encode(inline.header).decode("ascii") if inline is not None and inline.header else ""
-        status, detail, *job = self._record(
-            keys=[
-                keys.job(job_id), keys.job_manifests(job_id), keys.job_tasks(job_id), keys.METRICS,
-                keys.job_hosts(job_id), keys.job_running(job_id), keys.job_dispatch(job_id),
-                keys.job_manifest_headers(job_id),
-            ],  # fmt: skip
-            args=[
-                task_id, payload, rows, size, files, repr(time.time() if now is None else now),
-                inline.digest if inline is not None else "", header,
-            ],  # fmt: skip
-        )
-        return RecordResult(str(status), str(detail), Job.from_hash(pairs(job[0])) if job else None)
 
     def transition(
         self,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 from pyiceberg.table import Table
@@ -18,7 +17,7 @@ def through_store(m: ManifestDescriptor) -> ManifestDescriptor:
     """``m`` as JobStore.manifests returns it: its JSON read back, its header found by digest."""
     assert m.inline is not None
     back = ManifestDescriptor.from_json(m.to_json())
-    return back.with_stored_header({m.inline.digest: base64.b64encode(m.inline.header).decode()})
+    return back.with_header_from({m.inline.digest: m.inline.header})
 
 
 def inline_task(
