@@ -239,6 +239,8 @@ def test_inline_manifests_read_back_with_their_header_stored_once(store: JobStor
     # a header lost or damaged in the store: the description comes back without it (the commit refuses it)
     r.hset(keys.job_manifest_headers(job_id), header_digest(HEADER), base64.b64encode(b"damaged").decode())
     assert all(m.inline is None or not m.inline.header for m in store.manifests(job_id))
+    r.hset(keys.job_manifest_headers(job_id), header_digest(HEADER), "not base64!")
+    assert all(m.inline is None or not m.inline.header for m in store.manifests(job_id))
     r.delete(keys.job_manifest_headers(job_id))
     assert [m.inline.header for m in store.manifests(job_id) if m.inline is not None] == [b"", b""]
 

@@ -5,7 +5,7 @@ Avro schema of a manifest entry and the table's schema), identical for every tas
 writes one schema. Writing it as a file costs a file creation (a PUT on object storage), a read at
 commit and a delete once merged away, per task. So a worker may record a small manifest *inline*:
 its bytes after the header (the sync marker and the entry blocks) travel in the descriptor, and the
-header once per job under its digest (:meth:`app.jobs.store.JobStore.record_manifest`). The
+header once per job under its digest (:mod:`app.jobs.manifest_store`). The
 manifest keeps its path: the commit reads it through :class:`InlineManifestIO` as if it were a
 file, merges it like any other, and writes it to that path only when the snapshot references it
 unmerged. First writer wins exactly as for a file: the descriptor is the record.

@@ -54,7 +54,10 @@ class ManifestStore:
         data, stored = pipe.execute()
         headers = {}
         for digest, text in stored.items():
-            header = base64.b64decode(text)
+            try:
+                header = base64.b64decode(text, validate=True)
+            except ValueError:
+                continue
             if header_digest(header) == digest:
                 headers[digest] = header
         return [ManifestDescriptor.from_json(v).with_header_from(headers) for _, v in sorted(data.items()) if v]
