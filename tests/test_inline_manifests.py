@@ -76,14 +76,15 @@ def test_a_job_of_inline_and_file_manifests_commits_once(
     table = catalog.catalog.load_table(ident)
     assert read_ids(table) == list(range(150)) + list(range(1000, 1007))
     listed = {m.manifest_path for m in table.current_snapshot().manifests(table.io)}  # type: ignore[union-attr]
-    if merge:  # the job's manifests joined into one: no task manifest was ever written for the inline ones
-        assert len(listed) == 1 and not listed & {m.manifest_path for m in inline}
-        assert not any(local(m.manifest_path).exists() for m in inline)
-        assert set(outcome.unreferenced) == {m.manifest_path for m in [*inline, file]}
-    else:  # listed unmerged: each inline manifest was written to its own path, as the worker would have
-        assert listed == {m.manifest_path for m in [*inline, file]} and not outcome.unreferenced
-        for m in inline:
-            assert m.inline is not None and local(m.manifest_path).read_bytes() == m.inline.file_bytes()
+    assert not any(local(m.manifest_path).exists() for m in inline)  # a task's own path is never a file
+    assert set(outcome.unreferenced) == ({file.manifest_path} if merge else set())  # nothing inline to delete
+    if merge:  # the job's manifests joined into one, from memory and the one file
+        assert len(listed) == 1 and not listed & {m.manifest_path for m in [*inline, file]}
+    else:  # listed unmerged: each inline manifest written by the commit, under a name of its attempt
+        assert file.manifest_path in listed and len(listed) == 31
+        written = sorted(p for p in listed if p != file.manifest_path)
+        assert all(f"{snapshot.commit_uuid}-inline-a0-" in p for p in written)
+        assert sorted(local(p).read_bytes() for p in written) == sorted(m.inline.file_bytes() for m in inline if m.inline)
     new = metadata_avro(table.location()) - before
     assert len(new) == (3 if merge else 32)  # the file task's manifest, the list, the merged or the 30 inline
     # committed again (a retry): found, nothing written
@@ -99,18 +100,22 @@ def test_an_attempt_the_catalog_refuses_deletes_the_inline_manifests_it_wrote(
     snapshot = begin_distributed_snapshot(table)
     manifests = [inline_task(snapshot, table, tmp_path, i) for i in range(3)]
     real_commit = cat.commit_table
-    seen: list[bool] = []
+    seen: list[list[str]] = []
+
+    def inline_written() -> list[str]:
+        return sorted(n for n in metadata_avro(table.location()) if "-inline-" in n)
 
     def refused_once(tbl, requirements, updates):  # type: ignore[no-untyped-def]
-        if not seen:
-            seen.append(all(local(m.manifest_path).exists() for m in manifests))  # written before the call
+        seen.append(inline_written())  # the attempt wrote them before its call
+        if len(seen) == 1:
             raise CommitFailedException("another writer moved main")
-        seen.append(all(local(m.manifest_path).exists() for m in manifests))
         return real_commit(tbl, requirements, updates)
 
     monkeypatch.setattr(cat, "commit_table", refused_once)
     outcome = commit_distributed_snapshot(table, snapshot, manifests)
-    assert seen == [True, True] and outcome.attempts == 2
+    assert outcome.attempts == 2 and [len(names) for names in seen] == [3, 3]
+    assert all("-inline-a0-" in n for n in seen[0]) and all("-inline-a1-" in n for n in seen[1])
+    assert inline_written() == seen[1]  # the refused attempt's were deleted
     assert read_ids(cat.load_table("ns.t")) == list(range(15))
 
 
@@ -139,3 +144,54 @@ def test_the_store_round_trip_keeps_every_byte(sqlite_catalog: CatalogHandle, tm
     m = write_task_manifest(snapshot, table, [write_csv(tmp_path / "a.csv", rows(0, 3))], "t", inline_bytes=LIMIT)
     assert m is not None and m.inline is not None
     assert through_store(m) == m
+
+
+@pytest.mark.parametrize("ends", ["cancelled", "committed"])
+def test_cleanup_deletes_no_path_of_an_inline_manifest(
+    sqlite_catalog: CatalogHandle, tmp_path: Path, redis_server: object, monkeypatch: pytest.MonkeyPatch, ends: str
+) -> None:
+    # A task's own manifest path was journaled (with its first data file) but never written: neither the
+    # cleanup of a failed job nor the one after a commit sends a delete for it (on S3, a request each).
+    import redis
+
+    from app.jobs.cleanup import JobFiles
+    from app.jobs.model import JobState, TaskSpec
+    from app.jobs.store import JobStore
+    from tests.support.jobs import create, fail
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)  # type: ignore[attr-defined]
+    store = JobStore(client, 3600)
+    table = make_table(sqlite_catalog.catalog, "ns.t")
+    job_id, _ = create(store, tasks=[TaskSpec("t0"), TaskSpec("t1")])
+    snapshot = begin_distributed_snapshot(table)
+    manifests = []
+    for i in range(2):
+        source = write_csv(tmp_path / f"s{i}.csv", rows(i * 5, 5))
+        m = write_task_manifest(
+            snapshot, table, [source], f"t{i}", on_file=lambda *p: store.journal_file(job_id, *p), inline_bytes=LIMIT
+        )
+        assert m is not None and m.inline is not None and store.record_manifest(job_id, f"t{i}", m).accepted
+        manifests.append(m)
+    assert {m.manifest_path for m in manifests} <= store.journaled_files(job_id)
+    deleted: list[str] = []
+    real_delete = type(table.io).delete
+
+    def spy(io: object, location: object) -> None:
+        deleted.append(str(location))
+        real_delete(io, location)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(table.io), "delete", spy)
+    files = JobFiles(store, lambda ref: sqlite_catalog.catalog.load_table("ns.t"))
+    if ends == "cancelled":
+        assert fail(store, job_id, "stop")
+        files.after_failure(job_id)
+    else:
+        outcome = commit_distributed_snapshot(table, snapshot, store.manifests(job_id))
+        assert store.transition(job_id, [JobState.PENDING, JobState.RUNNING], JobState.COMMITTING)[0]
+        assert store.complete(job_id, outcome.snapshot_id)
+        files.after_commit(job_id, table, store.manifests(job_id), list(outcome.to_delete))
+        assert read_ids(sqlite_catalog.catalog.load_table("ns.t")) == list(range(10))
+    assert not {m.manifest_path for m in manifests} & set(deleted)
+    data = {p for m in manifests for p in m.data_files}
+    assert (data <= set(deleted)) == (ends == "cancelled")  # a cancel deletes the data files, a commit keeps them
+    client.close()

@@ -162,6 +162,7 @@ def test_cancelled_job_deletes_its_files_from_s3(s3_cluster: Cluster, seaweedfs:
         wait_until(lambda: client.status(reply.job_id).manifests_accepted == 1, 60, "host 1's manifest")
         written = objects(seaweedfs, table.location())
         assert any(o.endswith(".parquet") for o in written), sorted(written)
+        assert not any(o.endswith("-m0.avro") for o in written), sorted(written)  # its manifest is kept inline
         cancelled = client.cancel(reply.job_id, "changed my mind")
         assert cancelled.state == common_pb2.CANCELLED, cluster.logs()
     # Then what the job wrote is deleted from the bucket (the table's metadata stays)

@@ -23,7 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException
 from pyiceberg.io import FileIO
@@ -279,7 +279,7 @@ def _attempt(
         if not written.sent:  # it never reached the catalog; once sent, it may have landed: keep all
             delete_quietly(io, written.paths)
         raise
-    ours = {m.manifest_path for m in manifests} | {m.manifest_path for m in rewrite.manifests}
+    ours = _files(manifests) | _files(rewrite.manifests)
     merged_away = ours - {m.manifest_path for m in merged}
     return CommitOutcome(snapshot.snapshot_id, attempt + 1, tuple(sorted(merged_away)), tuple(rewrite.replaced))
 
@@ -321,10 +321,17 @@ def _commit(
         schema=evolution.schema,
     )
     written.paths += merged.written
-    for m in merged.manifests:
+    by_path = {m.manifest_path: m for m in manifests}
+    for i, m in enumerate(merged.manifests):
         if (data := inline.get(m.manifest_path)) is not None:
-            written.paths.append(m.manifest_path)  # an attempt that does not land deletes it
-            write_file(io, m.manifest_path, data)
+            # listed unmerged: written under a name of this attempt's (as merged manifests are), so the
+            # task's own path is never a file and an attempt that does not land deletes only its own
+            path = table.location_provider().new_metadata_location(
+                f"{snapshot.commit_uuid}-inline-a{attempt}-{len(written.paths)}.avro"
+            )
+            written.paths.append(path)
+            write_file(io, path, data)
+            merged.manifests[i] = replace(by_path[m.manifest_path], manifest_path=path, inline=None).to_manifest_file()
     list_path = table.location_provider().new_metadata_location(
         f"snap-{snapshot.snapshot_id}-{attempt}-{snapshot.commit_uuid}.avro"
     )
@@ -386,4 +393,9 @@ def unreferenced_manifests(table: Table, committed: Snapshot, manifests: list[Ma
             "cannot read manifest list of snapshot %s; keeping worker manifests", committed.snapshot_id
         )
         return []
-    return sorted({m.manifest_path for m in manifests} - referenced)
+    return sorted(_files(manifests) - referenced)
+
+
+def _files(manifests: list[ManifestDescriptor]) -> set[str]:
+    """The paths of the manifests that are files (an inline manifest's own path never is one)."""
+    return {m.manifest_path for m in manifests if m.inline is None}

@@ -6,9 +6,10 @@ writes one schema. Writing it as a file costs a file creation (a PUT on object s
 commit and a delete once merged away, per task. So a worker may record a small manifest *inline*:
 its bytes after the header (the sync marker and the entry blocks) travel in the descriptor, and the
 header once per job under its digest (:mod:`app.jobs.manifest_store`). The
-manifest keeps its path: the commit reads it through :class:`InlineManifestIO` as if it were a
-file, merges it like any other, and writes it to that path only when the snapshot references it
-unmerged. First writer wins exactly as for a file: the descriptor is the record.
+manifest keeps its path as its name: the commit reads it through :class:`InlineManifestIO` as if it
+were a file there, merges it like any other, and writes it, under a name of the commit attempt (as it
+names merged manifests), only when the snapshot lists it unmerged. So no file is ever at a task's own
+path, and no cleanup deletes one. First writer wins exactly as for a file: the descriptor is the record.
 """
 
 from __future__ import annotations

@@ -46,11 +46,14 @@ class JobFiles:
         self.orphans(job_id, table, manifests)
         self.store.cleanup_done(job_id)
 
-    def orphans(self, job_id: str, table: Table, kept: list[ManifestDescriptor]) -> None:
+    def orphans(
+        self, job_id: str, table: Table, kept: list[ManifestDescriptor], never_files: frozenset[str] = frozenset()
+    ) -> None:
         """Delete journaled files (started by any attempt of any task) that ``kept`` does not reference:
-        what a killed or losing attempt left behind."""
+        what a killed or losing attempt left behind; ``never_files`` were journaled but never written
+        (manifests recorded inline)."""
         referenced = {p for m in kept for p in (*m.data_files, m.manifest_path)}
-        delete_quietly(table.io, sorted(self.store.journaled_files(job_id) - referenced))
+        delete_quietly(table.io, sorted(self.store.journaled_files(job_id) - referenced - never_files))
 
     def after_failure(self, job_id: str) -> None:
         """Delete a failed or cancelled job's files, unless the table shows the job committed."""
@@ -70,12 +73,13 @@ class JobFiles:
             )
             self.orphans(job_id, table, manifests)
             return
-        delete_quietly(table.io, [p for m in manifests for p in (*m.data_files, m.manifest_path)])
+        inline = frozenset(m.manifest_path for m in manifests if m.inline is not None)  # never files
+        delete_quietly(table.io, [p for m in manifests for p in (*m.data_files, m.manifest_path) if p not in inline])
         # copies a commit attempt made with remapped field ids (app.iceberg.field_remap), if any remain
         delete_quietly(
             table.io, [remapped_path(p) for m in manifests if may_carry(m) for p in (*m.data_files, m.manifest_path)]
         )
-        self.orphans(job_id, table, [])
+        self.orphans(job_id, table, [], inline)
 
     def sweep(self, now: float | None = None) -> list[str]:
         """Finish the cleanup of COMPLETED jobs whose committer died before its deletes."""

@@ -243,7 +243,8 @@ class JobService:
             keep = {winner.manifest_path, *winner.data_files} if winner else set()
             journaled = self.store.journaled_files(job_id)
             loaded = table or self.load_table(job.table)
-            for path in (*descriptor.data_files, descriptor.manifest_path):
+            own_manifest = [] if descriptor.inline is not None else [descriptor.manifest_path]  # inline: no file
+            for path in (*descriptor.data_files, *own_manifest):
                 if path in journaled and path not in keep:
                     delete_quietly(loaded.io, [path])
         if result.accepted:
