@@ -38,9 +38,8 @@ def test_a_small_manifest_is_kept_not_written_and_reads_as_the_file_would(
     assert kept is not None and kept.inline is not None
     assert not local(kept.manifest_path).exists()  # no file: its bytes are in the description
     assert all(local(p).exists() for p in kept.data_files)
-    data = kept.inline.file_bytes()
-    assert kept.manifest_length == len(data) and len(kept.inline.body) <= LIMIT
-    entries = read_entries(kept.to_manifest_file(), InlineManifestIO(table.io, {kept.manifest_path: data}))
+    assert kept.manifest_length == len(kept.inline.file_bytes()) and len(kept.inline.body) <= LIMIT
+    entries = read_entries(kept.to_manifest_file(), InlineManifestIO(table.io, {kept.manifest_path: kept.inline}))
     assert sorted(e.data_file.file_path for e in entries) == sorted(kept.data_files)
     assert all(e.status == ManifestEntryStatus.ADDED and e.snapshot_id == snapshot.snapshot_id for e in entries)
     assert sum(e.data_file.record_count for e in entries) == 40

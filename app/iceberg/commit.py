@@ -48,7 +48,7 @@ from app.errors import (
 from app.iceberg.descriptor import ManifestDescriptor
 from app.iceberg.field_remap import Rewrite, replaced_files, rewrite_remapped
 from app.iceberg.files import delete_quietly
-from app.iceberg.inline_manifest import InlineManifestIO, write_file
+from app.iceberg.inline_manifest import InlineManifest, InlineManifestIO, write_file
 from app.iceberg.merge import MergePolicy, merge_manifests
 from app.iceberg.schema_evolution import SchemaChange, SchemaCommit, plan_schema_commit
 from app.iceberg.snapshot import DistributedSnapshot, check_writable
@@ -137,9 +137,9 @@ def _validate(snapshot: DistributedSnapshot, manifests: list[ManifestDescriptor]
             )
 
 
-def _inline(manifests: list[ManifestDescriptor]) -> dict[str, bytes]:
-    """The job's inline manifests' bytes by path (app/iceberg/inline_manifest.py)."""
-    return {m.manifest_path: m.inline.file_bytes() for m in manifests if m.inline is not None}
+def _inline(manifests: list[ManifestDescriptor]) -> dict[str, InlineManifest]:
+    """The job's inline manifests by path (app/iceberg/inline_manifest.py)."""
+    return {m.manifest_path: m.inline for m in manifests if m.inline is not None}
 
 
 def _fresh_manifests(
@@ -299,7 +299,7 @@ def _commit(
     evolution: SchemaCommit,
     written: _Written,
     reads: FileIO,
-    inline: Mapping[str, bytes],
+    inline: Mapping[str, InlineManifest],
 ) -> list[ManifestFile]:
     """Write the manifest list (merging manifests) and commit it: the manifests it lists. Inline
     manifests are read through ``reads``; one the list references unmerged is written to its path."""
@@ -323,14 +323,14 @@ def _commit(
     written.paths += merged.written
     by_path = {m.manifest_path: m for m in manifests}
     for i, m in enumerate(merged.manifests):
-        if (data := inline.get(m.manifest_path)) is not None:
+        if (kept := inline.get(m.manifest_path)) is not None:
             # listed unmerged: written under a name of this attempt's (as merged manifests are), so the
             # task's own path is never a file and an attempt that does not land deletes only its own
             path = table.location_provider().new_metadata_location(
                 f"{snapshot.commit_uuid}-inline-a{attempt}-{len(written.paths)}.avro"
             )
             written.paths.append(path)
-            write_file(io, path, data)
+            write_file(io, path, kept.file_bytes())
             merged.manifests[i] = replace(by_path[m.manifest_path], manifest_path=path, inline=None).to_manifest_file()
     list_path = table.location_provider().new_metadata_location(
         f"snap-{snapshot.snapshot_id}-{attempt}-{snapshot.commit_uuid}.avro"

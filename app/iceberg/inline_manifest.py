@@ -62,31 +62,31 @@ class InlineManifest:
 
 
 class _InlineInput(InputFile):
-    def __init__(self, location: str, data: bytes) -> None:
+    def __init__(self, location: str, manifest: InlineManifest) -> None:
         super().__init__(location)
-        self._data = data
+        self._manifest = manifest
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._manifest.header) + len(self._manifest.body)
 
     def exists(self) -> bool:
         return True
 
     def open(self, seekable: bool = True) -> InputStream:
-        return io.BytesIO(self._data)
+        return io.BytesIO(self._manifest.file_bytes())  # made when read: a job's are not all held as files
 
 
 class InlineManifestIO(FileIO):
     """``inner``, except that the inline manifests are read from memory (writes and deletes go through)."""
 
-    def __init__(self, inner: FileIO, inline: Mapping[str, bytes]) -> None:
+    def __init__(self, inner: FileIO, inline: Mapping[str, InlineManifest]) -> None:
         super().__init__(inner.properties)
         self.inner = inner
         self.inline = dict(inline)
 
     def new_input(self, location: str) -> InputFile:
-        data = self.inline.get(location)
-        return _InlineInput(location, data) if data is not None else self.inner.new_input(location)
+        manifest = self.inline.get(location)
+        return _InlineInput(location, manifest) if manifest is not None else self.inner.new_input(location)
 
     def new_output(self, location: str) -> OutputFile:
         return self.inner.new_output(location)
