@@ -302,7 +302,8 @@ def _commit(
     inline: Mapping[str, InlineManifest],
 ) -> list[ManifestFile]:
     """Write the manifest list (merging manifests) and commit it: the manifests it lists. Inline
-    manifests are read through ``reads``; one the list references unmerged is written to its path."""
+    manifests are read through ``reads``; one the list references unmerged is written under a name of
+    this attempt (listed in ``written``, as merged manifests are)."""
     metadata = table.metadata
     io = table.io
     parent = metadata.current_snapshot()
