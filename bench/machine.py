@@ -94,8 +94,9 @@ def speed_probe_ms(repeats: int = 5) -> float:
 
 def file_create_us(directory: Path, files: int = 200) -> tuple[float, Path]:
     """CPU microseconds per empty file created in a new folder below ``directory``: how dear creating a
-    file is there right now (a tiny task creates two). On a journal-less ext4, as on these VMs, it rises
-    several-fold for a minute or more after many deletions nearby: the inode allocator skips recently
+    file is there right now (a tiny task creates one, its data file: its manifest is kept inline). On a
+    journal-less ext4, as on these VMs, it rises several-fold for a minute or more after many deletions
+    nearby: the inode allocator skips recently
     freed inodes one lookup at a time (BENCHMARKS.md, stop 23). -> (the figure, the folder made, for the
     caller to remove once the figures it explains are taken: deleting now would make creation dearer)."""
     import tempfile

@@ -139,7 +139,7 @@ def report(result: dict[str, Any], details: dict[str, Any], full: bool) -> str:
     if o.get("file_create_us"):
         lines.append(
             f"  creating a file beside the table {' / '.join(f'{v:.0f}' for v in o['file_create_us'])} µs of CPU "
-            "before / after the job (bench/machine.py; a tiny task creates two)"
+            "before / after the job (bench/machine.py; a tiny task creates one: its data file)"
         )
     by_role = o.get("cpu_ms_per_task_by_role", {})
     if by_role:
