@@ -19,7 +19,7 @@ import redis
 
 from app import keys
 from app.iceberg import ManifestDescriptor
-from app.iceberg.inline_manifest import header_digest
+from app.iceberg.inline_manifest import InlineManifest, header_digest
 from app.jobs.model import Job
 from app.jobs.running_store import pairs
 
@@ -67,7 +67,7 @@ class ManifestStore:
     ) -> RecordResult:
         """First writer wins per (job, task): accepted, duplicate (detail: the recorded description),
         late (detail: the job's state) or unknown (no such job)."""
-        inline = descriptor.inline if descriptor is not None and descriptor.inline and descriptor.inline.header else None
+        inline = _with_header(descriptor)
         known = inline is not None and (job_id, inline.digest) in self._headers_stored
         result = self._record_once(job_id, task_id, descriptor, now, send_header=not known)
         if result.status == "header":  # taken for stored, and it is not (the store lost it): send it
@@ -81,7 +81,7 @@ class ManifestStore:
     def _record_once(
         self, job_id: str, task_id: str, descriptor: ManifestDescriptor | None, now: float | None, send_header: bool
     ) -> RecordResult:
-        inline = descriptor.inline if descriptor is not None and descriptor.inline and descriptor.inline.header else None
+        inline = _with_header(descriptor)
         header = base64.b64encode(inline.header).decode("ascii") if inline is not None and send_header else ""
         status, detail, *job = self._record(
             keys=[
@@ -101,3 +101,9 @@ class ManifestStore:
             ],
         )
         return RecordResult(str(status), str(detail), Job.from_hash(pairs(job[0])) if job else None)
+
+
+def _with_header(descriptor: ManifestDescriptor | None) -> InlineManifest | None:
+    """The description's inline manifest when it holds its header (as written; not as read back)."""
+    inline = descriptor.inline if descriptor is not None else None
+    return inline if inline is not None and inline.header else None
