@@ -215,3 +215,20 @@ def test_floe_up_stops_everything_when_a_child_dies(floe_home: Path) -> None:
     still = still_running(tree)
     assert still == [], describe(still)
     assert mentioning(str(floe_home)) == []
+
+
+def test_free_ports_are_picked_below_the_kernels_ephemeral_range(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # a port the kernel may hand to an outgoing connection could be taken before the server binds it
+    from app.stack import ports
+
+    start = ports.ephemeral_start()
+    picked = [free_port() for _ in range(30)]
+    if start - ports.LISTEN_FLOOR >= 1000:
+        assert all(ports.LISTEN_FLOOR <= p < start for p in picked), (start, picked)
+    assert all(ports.port_is_free(p) for p in picked)
+    base = free_port_block(3)
+    assert all(ports.port_is_free(base + i) for i in range(3))
+    # a kernel whose ephemeral range leaves no room below it: the kernel's own choice
+    (tmp_path / "range").write_text("1024\t65535\n")
+    monkeypatch.setattr(ports, "EPHEMERAL_RANGE", tmp_path / "range")
+    assert ports.ephemeral_start() == 1024 and ports.port_is_free(free_port())

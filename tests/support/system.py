@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from app.client import CoordinatorClient
 from app.processes import celery_worker_argv
 from app.proto_gen.api import common_pb2
+from app.stack import ports
 from app.stack.group_process import GroupProcess as Proc
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -27,9 +27,7 @@ TERMINAL = {common_pb2.COMPLETED, common_pb2.FAILED, common_pb2.CANCELLED}
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return ports.free_port()  # below the kernel's ephemeral range (app/stack/ports.py)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:
