@@ -16,8 +16,8 @@ from app.iceberg import begin_distributed_snapshot, commit_distributed_snapshot
 from app.iceberg.inline_manifest import InlineManifest, InlineManifestIO
 from app.iceberg.manifest_reader import read_entries
 from tests.support.catalogs import CatalogHandle
-from tests.support.inline import LIMIT, inline_task, local, through_store
-from tests.support.tables import make_table, read_ids, rows, write_csv
+from tests.support.inline import LIMIT, inline_task, through_store
+from tests.support.tables import local, make_table, read_ids, rows, write_csv
 from workers.conversion import write_task_manifest
 
 NO_MERGE = {"commit.manifest-merge.enabled": "false"}

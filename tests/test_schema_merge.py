@@ -26,13 +26,10 @@ from app.iceberg.schema_change import index_fields
 from app.proto_gen.api import common_pb2, coordinator_pb2
 from tests.support.api_server import Api, call_fails
 from tests.support.drift import completed, files_under, make_wide, parquet, run, start, status, table_rows
+from tests.support.tables import local
 from tests.test_outside_checks import _engine, _engine_available
 
 pytestmark = pytest.mark.integration
-
-
-def local(path: str) -> Path:
-    return Path(path.removeprefix("file://"))
 
 
 def field_ids(path: Path) -> set[int]:

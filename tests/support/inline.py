@@ -27,7 +27,3 @@ def inline_task(
     m = write_task_manifest(snapshot, table, [write_csv(where / f"s{i}.csv", rows(i * n, n))], f"t{i}", inline_bytes=LIMIT)
     assert m is not None and m.inline is not None
     return through_store(m)
-
-
-def local(path: str) -> Path:
-    return Path(path.removeprefix("file://"))

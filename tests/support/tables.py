@@ -82,6 +82,11 @@ def write_parquet(path: Path, data: list[dict[str, object]]) -> Path:
     return path
 
 
+def local(path: str) -> Path:
+    """A file:// location as a local path."""
+    return Path(path.removeprefix("file://"))
+
+
 def read_ids(table: Table) -> list[int]:
     return sorted(table.scan(selected_fields=("id",)).to_arrow().column("id").to_pylist())
 
